@@ -1,0 +1,33 @@
+"""Operations on deliveries: replay of a dead one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from deskbell.api.deps import RuntimeDep
+from deskbell.api.errors import ApiError
+from deskbell.api.schemas import DeliveryOut, ErrorOut
+from deskbell.errors import InvalidState, NotFound
+
+router = APIRouter(tags=["deliveries"])
+
+
+@router.post(
+    "/v1/deliveries/{delivery_id}/retry",
+    status_code=202,
+    response_model=DeliveryOut,
+    responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+)
+async def retry_delivery(
+    delivery_id: Annotated[str, Path(min_length=1, max_length=64)], runtime: RuntimeDep
+) -> DeliveryOut:
+    try:
+        delivery = await runtime.store.retry_dead(delivery_id, runtime.clock.now())
+    except NotFound as exc:
+        raise ApiError(404, "not_found", f"no delivery {delivery_id}") from exc
+    except InvalidState as exc:
+        raise ApiError(409, "not_dead", str(exc)) from exc
+    runtime.wake_workers()
+    return DeliveryOut.of(delivery)

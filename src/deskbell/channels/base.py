@@ -1,0 +1,139 @@
+"""What every channel shares: the Message it gets, the SendResult it returns, its settings base
+and the one HTTP status classifier.
+
+A channel formats and sends once, then reports. It never sleeps or loops to retry: only the
+delivery worker decides what happens next (see delivery/dispatch.py).
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from deskbell.clock import Clock, SystemClock
+from deskbell.delivery.policy import RetryConfig
+from deskbell.models import AssistanceRequestIn, Outcome
+
+
+@dataclass(frozen=True)
+class Message:
+    """One delivery's input: the accepted request plus the ids a channel may show or use."""
+
+    delivery_id: str
+    request_id: str
+    channel: str
+    request: AssistanceRequestIn
+    accepted_at: datetime
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Sent, transient (worth retrying, maybe not before `retry_after` seconds) or permanent."""
+
+    outcome: Outcome
+    error: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def sent(cls) -> SendResult:
+        return cls(Outcome.SENT)
+
+    @classmethod
+    def transient(cls, error: str, retry_after: float | None = None) -> SendResult:
+        return cls(Outcome.TRANSIENT, error, retry_after)
+
+    @classmethod
+    def permanent(cls, error: str) -> SendResult:
+        return cls(Outcome.PERMANENT, error)
+
+
+class ChannelSettings(BaseModel):
+    """Keys every channel block accepts. A channel module subclasses this with its own keys;
+    secrets are `SecretStr` so they never print."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    timeout: float = Field(default=15.0, gt=0, le=300, description="whole send, seconds")
+    connect_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """Shared resources a channel may use; injected so tests hand in real local peers."""
+
+    http: httpx.AsyncClient
+    clock: Clock = field(default_factory=SystemClock)
+    console: IO[str] | None = None
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Message) -> SendResult:
+        """Send once. Report failures as a SendResult; raise only for bugs."""
+        ...
+
+
+ChannelFactory = Callable[[str, Any, ChannelContext], Channel]
+
+
+@dataclass(frozen=True)
+class ChannelType:
+    """A registered channel kind: its `type:` name, its settings model and how to build it."""
+
+    name: str
+    settings_model: type[ChannelSettings]
+    factory: ChannelFactory
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def classify_http(
+    status: int, headers: Mapping[str, str], body: str = "", now: datetime | None = None
+) -> SendResult:
+    """The shared HTTP rule: 2xx sent; 408, 429 and 5xx transient (with Retry-After);
+    every other status permanent, because sending the same thing again cannot help."""
+    excerpt = body.strip()[:200]
+    detail = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if 200 <= status < 300:
+        return SendResult.sent()
+    if status in (408, 429) or status >= 500:
+        return SendResult.transient(detail, parse_retry_after(headers.get("retry-after"), now))
+    return SendResult.permanent(detail)
+
+
+def classify_http_error(exc: httpx.HTTPError) -> SendResult:
+    """A failure before any answer: timeouts and connection errors are worth retrying;
+    a URL httpx cannot use never will be."""
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return SendResult.permanent(f"invalid URL: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return SendResult.transient(f"timeout: {type(exc).__name__}")
+    return SendResult.transient(f"{type(exc).__name__}: {exc}")
+
+
+def http_timeout(settings: ChannelSettings) -> httpx.Timeout:
+    return httpx.Timeout(settings.timeout, connect=settings.connect_timeout)

@@ -1,0 +1,139 @@
+"""Text helpers every channel shares: which request fields a human sees, in which order, and how
+to make user text safe for a single-line header.
+
+Keeping the field list here means Slack, email and the console show the same facts in the same
+order, and a new request field is added to every channel in one place. The default templates in
+`templates/` are rendered through `render_template`, whose environment escapes HTML by default
+(only `*.txt` templates are rendered raw), so a template added later is safe unless it opts out.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from deskbell.channels.base import Message
+from deskbell.models import AssistanceRequestIn
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+ELLIPSIS = "\u2026"
+_SPACES = re.compile(r"\s+")
+# Categories a header or a one-line label must never carry: controls (CR, LF, NUL, ...), format
+# characters (bidi overrides can make a subject read backwards), line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+@dataclass(frozen=True)
+class Detail:
+    """One labelled fact about a request, such as ("Email", "ana@example.com")."""
+
+    label: str
+    value: str
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marking a cut with an ellipsis."""
+    if limit < 1:
+        return ""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rstrip() + ELLIPSIS
+
+
+def single_line(text: str, limit: int | None = None) -> str:
+    """`text` safe for a mail header or a one-line label: every control, format and separator
+    character becomes a space, runs of whitespace collapse, and the result is trimmed.
+
+    A CR or LF that reached a header could start a new header (header injection); that is why
+    this removes them rather than trusting the mail library to refuse them.
+    """
+    cleaned = "".join(
+        " " if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
+    )
+    cleaned = _SPACES.sub(" ", cleaned).strip()
+    return cleaned if limit is None else truncate(cleaned, limit)
+
+
+def details(request: AssistanceRequestIn) -> list[Detail]:
+    """Who asked and in which language, in display order; absent fields are left out.
+
+    The conversation link and the metadata are not here: each channel shows them its own way
+    (a Slack link, an HTML anchor, a key/value list).
+    """
+    found: list[Detail] = []
+    customer = request.customer
+    if customer is not None:
+        for label, value in (
+            ("Customer", customer.name),
+            ("Email", customer.email),
+            ("Phone", customer.phone),
+            ("Customer id", customer.id),
+        ):
+            if value:
+                found.append(Detail(label, value))
+    if request.language:
+        found.append(Detail("Language", request.language))
+    return found
+
+
+def metadata_items(request: AssistanceRequestIn) -> list[Detail]:
+    """Metadata as display strings, keys sorted so two renderings of one request match."""
+    return [Detail(key, _display(value)) for key, value in sorted(request.metadata.items())]
+
+
+def _display(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def template_context(message: Message) -> dict[str, Any]:
+    """What a template may use. Adding a key here is how a template gets a new fact."""
+    request = message.request
+    return {
+        "topic": request.topic,
+        "description": request.description,
+        "details": details(request),
+        "metadata": metadata_items(request),
+        "conversation_url": request.conversation_url,
+        "request_id": message.request_id,
+        "delivery_id": message.delivery_id,
+        "channel": message.channel,
+        "accepted_at": message.accepted_at.isoformat(timespec="seconds"),
+    }
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    # Cached: building the environment parses nothing, but loaded templates are kept compiled.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=jinja2.select_autoescape(disabled_extensions=("txt",), default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_template(name: str, message: Message) -> str:
+    """Render a default template from `templates/` for one message.
+
+    StrictUndefined makes a typo in a template an error at the first render rather than an
+    empty gap in every notification.
+    """
+    return _environment().get_template(name).render(template_context(message))
+
+
+def redact(text: str | None, secret: str) -> str | None:
+    """`text` with every occurrence of `secret` replaced, for error strings that leave the
+    channel (a Slack webhook URL is a credential)."""
+    if text is None or not secret:
+        return text
+    return text.replace(secret, "<redacted>")

@@ -1,0 +1,225 @@
+"""The `deskbell` command (SPEC §6). Thin: parse flags, call the modules that do the work."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+
+from deskbell import __version__
+from deskbell.channels import build_registry
+from deskbell.config.load import load_config, routing_table
+from deskbell.errors import DeskbellError
+from deskbell.models import DeliveryStatus
+from deskbell.observability import configure_logging
+from deskbell.settings import Settings
+from deskbell.storage.engine import connect
+from deskbell.storage.migrate import upgrade
+from deskbell.storage.store import Store
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+config_app = typer.Typer(no_args_is_help=True, help="Check routing config files.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(requests_app, name="requests")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+async def _migrate(settings: Settings) -> None:
+    db = connect(settings.database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [env DESKBELL_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [env DESKBELL_PORT]")] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="API only")] = False,
+) -> None:
+    """Run the API and, unless --no-workers, the delivery workers in one process."""
+    import uvicorn
+
+    from deskbell.api.app import create_app
+    from deskbell.wiring import build_runtime
+
+    settings = _settings(host=host, port=port)
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(_migrate(settings))
+        runtime = build_runtime(settings, with_workers=not no_workers)
+    except DeskbellError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"database: {exc}")
+    uvicorn.run(
+        create_app(runtime),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=15,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Deliver only: claim due deliveries from the shared database and send them."""
+    from deskbell.wiring import build_runtime
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(_migrate(settings))
+        runtime = build_runtime(settings, with_workers=True)
+    except DeskbellError as exc:
+        fail(str(exc))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runtime.start_workers()
+        await stop.wait()
+        await runtime.aclose()
+
+    asyncio.run(run())
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write")] = Path("deskbell.yaml"),
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a starter deskbell.yaml (Slack, email and console channels)."""
+    if path.exists() and not force:
+        fail(f"{path} exists; use --force to overwrite")
+    path.write_text(files("deskbell.config").joinpath("starter.yaml").read_text("utf-8"))
+    typer.echo(
+        f"wrote {path}; set SLACK_WEBHOOK_URL and SMTP_URL, then `deskbell config check {path}`"
+    )
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> None:
+    """Validate a config file and print its routing table."""
+    try:
+        config = load_config(file, build_registry())
+    except DeskbellError as exc:
+        fail(str(exc), code=1)
+    typer.echo(f"{file}: valid; {len(config.channels)} channels, {len(config.routes)} routes")
+    rows = [("MATCH", "CHANNELS", "NOTES"), *routing_table(config)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (also done at every start)."""
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(_migrate(settings))
+    typer.echo("database is up to date")
+
+
+@app.command()
+def send(
+    topic: Annotated[str, typer.Option(help="e.g. sales")],
+    description: Annotated[str, typer.Option(help="what the customer needs")],
+    url: Annotated[str, typer.Option(help="deskbell's base URL")] = "http://127.0.0.1:8000",
+    conversation_url: Annotated[str | None, typer.Option(help="link back to the chat")] = None,
+) -> None:
+    """Post an assistance request to a running deskbell, as a chatbot would."""
+    body: dict[str, Any] = {"topic": topic, "description": description}
+    if conversation_url:
+        body["conversation_url"] = conversation_url
+    try:
+        answer = httpx.post(f"{url.rstrip('/')}/v1/assistance-requests", json=body, timeout=10)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {url}: {exc}")
+    typer.echo(orjson.dumps(answer.json(), option=orjson.OPT_INDENT_2).decode())
+    if answer.status_code != 202:
+        raise typer.Exit(1)
+
+
+def _with_store(action: Any) -> Any:
+    async def run() -> Any:
+        db = connect(_settings().database_url)
+        try:
+            return await action(Store(db))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@requests_app.command("list")
+def requests_list(
+    topic: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[DeliveryStatus | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """The newest requests, one line each."""
+    items, _ = _with_store(lambda s: s.list_requests(topic=topic, status=status, limit=limit))
+    for item in items:
+        states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
+        typer.echo(
+            f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.payload.topic:<12} {states}"
+        )
+
+
+@requests_app.command("show")
+def requests_show(request_id: str) -> None:
+    """One request with its deliveries, as JSON."""
+    from deskbell.api.schemas import RequestOut
+
+    stored = _with_store(lambda s: s.get_request(request_id))
+    if stored is None:
+        fail(f"no request {request_id}", code=1)
+    typer.echo(RequestOut.of(stored).model_dump_json(indent=2))
+
+
+@app.command()
+def retry(delivery_id: str) -> None:
+    """Put a dead delivery back to pending."""
+    from deskbell.clock import SystemClock
+
+    try:
+        delivery = _with_store(lambda s: s.retry_dead(delivery_id, SystemClock().now()))
+    except DeskbellError as exc:
+        fail(f"{type(exc).__name__}: {exc}", code=1)
+    typer.echo(f"{delivery.id} is {delivery.status.value}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(f"deskbell {__version__}")
+
+
+def main() -> None:
+    app(prog_name="deskbell")
+
+
+if __name__ == "__main__":
+    main()

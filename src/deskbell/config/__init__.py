@@ -1,0 +1,1 @@
+"""The routing file: schema (models) and load (YAML, ${ENV}, cross-checks)."""

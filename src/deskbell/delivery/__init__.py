@@ -1,0 +1,1 @@
+"""Delivery: retry policy (pure), dispatch (render, send, record) and the worker pool."""

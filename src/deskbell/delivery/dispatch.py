@@ -1,0 +1,106 @@
+"""One attempt of one delivery: send through its channel, decide what the result means, record.
+
+This is the only place a delivery meets a channel and the only place that decides on retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+
+import structlog
+
+from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
+from deskbell.clock import Clock
+from deskbell.models import DeliveryStatus, Outcome
+from deskbell.storage.store import AttemptResult, Claimed, Store
+
+log = structlog.get_logger(__name__)
+
+
+def message_for(claimed: Claimed) -> Message:
+    d = claimed.delivery
+    return Message(
+        delivery_id=d.id,
+        request_id=d.request_id,
+        channel=d.channel,
+        request=claimed.request,
+        accepted_at=claimed.accepted_at,
+        attempt=d.attempts,
+    )
+
+
+async def send_once(channel: Channel, settings: ChannelSettings, message: Message) -> SendResult:
+    """The channel's own send, bounded by its timeout; a timeout or a crash is transient.
+
+    A channel raising is a bug, but one bad channel must not take the worker down or lose the
+    delivery, so it is recorded as a transient failure and retried.
+    """
+    try:
+        return await asyncio.wait_for(channel.send(message), timeout=settings.timeout + 1.0)
+    except TimeoutError:
+        return SendResult.transient(f"timeout after {settings.timeout:g}s")
+    except Exception as exc:
+        log.exception("channel_crashed", channel=message.channel, delivery_id=message.delivery_id)
+        return SendResult.transient(f"channel error: {type(exc).__name__}: {exc}")
+
+
+def next_status(
+    claimed: Claimed, result: SendResult, settings: ChannelSettings | None, now: datetime
+) -> tuple[DeliveryStatus, datetime | None]:
+    """An attempt's outcome -> the delivery's next status and, when retrying, its next time."""
+    if result.outcome is Outcome.SENT:
+        return DeliveryStatus.SENT, None
+    if result.outcome is Outcome.PERMANENT or settings is None:
+        return DeliveryStatus.DEAD, None
+    next_at = settings.retry.policy().next_attempt_at(
+        attempts=claimed.delivery.attempts,
+        accepted_at=claimed.accepted_at,
+        now=now,
+        retry_after=result.retry_after,
+    )
+    if next_at is None:
+        return DeliveryStatus.DEAD, None
+    return DeliveryStatus.RETRYING, next_at
+
+
+async def dispatch(
+    claimed: Claimed,
+    channels: Mapping[str, tuple[Channel, ChannelSettings]],
+    store: Store,
+    clock: Clock,
+) -> AttemptResult | None:
+    """Run one attempt and record it. Returns what was recorded, or None if the lease was lost."""
+    started = clock.now()
+    entry = channels.get(claimed.delivery.channel)
+    if entry is None:
+        result = SendResult.permanent(
+            f"channel {claimed.delivery.channel!r} is not in the active config"
+        )
+    else:
+        result = await send_once(entry[0], entry[1], message_for(claimed))
+    finished = clock.now()
+    status, next_at = next_status(claimed, result, entry[1] if entry else None, finished)
+    recorded = AttemptResult(
+        outcome=result.outcome,
+        status=status,
+        started_at=started,
+        finished_at=finished,
+        error=result.error,
+        next_attempt_at=next_at,
+    )
+    kept = await store.record_attempt(claimed, recorded)
+    log.info(
+        "delivery_attempt",
+        delivery_id=claimed.delivery.id,
+        request_id=claimed.delivery.request_id,
+        channel=claimed.delivery.channel,
+        attempt=claimed.delivery.attempts,
+        outcome=result.outcome.value,
+        status=status.value,
+        error=result.error,
+        duration_ms=round((finished - started).total_seconds() * 1000, 1),
+        lease_lost=not kept,
+    )
+    return recorded if kept else None

@@ -1,0 +1,27 @@
+"""One root exception; its children name what went wrong so callers can catch precisely."""
+
+from __future__ import annotations
+
+
+class DeskbellError(Exception):
+    """Root of every error deskbell raises on purpose."""
+
+
+class ConfigError(DeskbellError):
+    """The routing config is invalid; the message names the key and why."""
+
+
+class UnknownChannelType(ConfigError):
+    """A channel block names a `type` no registered module provides."""
+
+
+class IdempotencyConflict(DeskbellError):
+    """The same Idempotency-Key was used with a different body."""
+
+
+class NotFound(DeskbellError):
+    """A requested record does not exist."""
+
+
+class InvalidState(DeskbellError):
+    """An operation does not apply to a record in its current state."""

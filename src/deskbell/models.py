@@ -1,0 +1,149 @@
+"""Domain types shared by every layer.
+
+`AssistanceRequestIn` is both the wire model of the ingest endpoint and the validated payload
+that routing and channels read, so a rule written once (topic normalisation, size limits)
+holds everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+)
+
+TOPIC_PATTERN = r"^[a-z0-9_.-]{1,64}$"
+MAX_DESCRIPTION_CHARS = 4000
+MAX_METADATA_KEYS = 50
+_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _bcp47(value: str) -> str:
+    if not _BCP47.match(value):
+        raise ValueError("must be a BCP 47 language tag such as 'es' or 'en-GB'")
+    return value
+
+
+def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
+    return value
+
+
+def _http_url(value: AnyHttpUrl) -> str:
+    return str(value)
+
+
+Topic = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=TOPIC_PATTERN),
+]
+Description = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS),
+]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool
+
+
+class Customer(BaseModel):
+    """Who asked for help; every field optional because bots know different things."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: ShortText | None = None
+    name: ShortText | None = None
+    email: EmailStr | None = None
+    phone: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class AssistanceRequestIn(BaseModel):
+    """What a chatbot posts. Unknown fields are rejected: a typo must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: Topic = Field(examples=["sales"])
+    description: Description = Field(examples=["Wants a quote for 40 seats"])
+    customer: Customer | None = None
+    conversation_url: Annotated[AnyHttpUrl, AfterValidator(_http_url)] | None = Field(
+        default=None, examples=["https://chat.example.com/c/123"]
+    )
+    language: Annotated[str, StringConstraints(max_length=35), AfterValidator(_bcp47)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], AfterValidator(_bounded_metadata)] = (
+        Field(default_factory=dict)
+    )
+
+    def field_value(self, path: str) -> Any:
+        """Value at a dotted path (`customer.email`, `metadata.plan`), None when absent.
+
+        Routing rules match on these paths, so the lookup lives with the data it reads.
+        """
+        current: Any = self.model_dump(mode="json")
+        for part in path.split("."):
+            if not isinstance(current, dict) or part not in current:
+                return None
+            current = current[part]
+        return current
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+class Outcome(StrEnum):
+    """What one send attempt came to; the worker turns it into a delivery status."""
+
+    SENT = "sent"
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    request_id: str
+    channel: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_error: str | None
+    sent_at: datetime | None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    fallback_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    number: int
+    started_at: datetime
+    duration_ms: float
+    outcome: Outcome
+    error: str | None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: str
+    created_at: datetime
+    payload: AssistanceRequestIn
+    deliveries: list[Delivery] = field(default_factory=list)

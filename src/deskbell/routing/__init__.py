@@ -1,0 +1,1 @@
+"""Routing: which channels a request goes to. Pure; never imports channels/."""

@@ -1,0 +1,71 @@
+"""Request -> target channels, as SPEC §4: first match wins unless a route says `continue`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from deskbell.models import AssistanceRequestIn
+from deskbell.routing.rules import Equals, Matcher, OneOf
+
+
+@dataclass(frozen=True)
+class Target:
+    """A channel to deliver to, and the channel that takes over if that delivery dies."""
+
+    channel: str
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    matchers: tuple[Matcher, ...]
+    to: tuple[str, ...]
+    continue_: bool = False
+    fallback: str | None = None
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        return all(m.matches(request) for m in self.matchers)
+
+
+@dataclass(frozen=True)
+class Router:
+    routes: Sequence[Route]
+    default: tuple[str, ...] | None = None  # None: reject unmatched topics
+    _known: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_known", self._collect_known_topics())
+
+    def targets(self, request: AssistanceRequestIn) -> list[Target]:
+        """Channels in route order, each once. Empty means: no route and no default."""
+        found: dict[str, Target] = {}
+        for route in self.routes:
+            if not route.matches(request):
+                continue
+            for channel in route.to:
+                found.setdefault(channel, Target(channel, route.fallback))
+            if not route.continue_:
+                break
+        if not found and self.default:
+            return [Target(channel) for channel in self.default]
+        return list(found.values())
+
+    def known_topics(self) -> list[str]:
+        """Topics named literally by a route, for error messages and `GET /v1/topics`."""
+        return list(self._known)
+
+    def channels_for_topic(self, topic: str) -> list[str]:
+        return [t.channel for t in self.targets(AssistanceRequestIn(topic=topic, description="-"))]
+
+    def _collect_known_topics(self) -> tuple[str, ...]:
+        topics: dict[str, None] = {}
+        for route in self.routes:
+            for matcher in route.matchers:
+                if matcher.path != "topic":
+                    continue
+                if isinstance(matcher, Equals):
+                    topics[matcher.value] = None
+                elif isinstance(matcher, OneOf):
+                    topics.update(dict.fromkeys(sorted(matcher.values)))
+        return tuple(topics)

@@ -1,0 +1,24 @@
+"""Process settings from the environment (SPEC §7). Routing lives in deskbell.yaml, not here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DESKBELL_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./deskbell.db"
+    config: Path = Path("deskbell.yaml")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "info"
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    workers: int = Field(default=16, ge=1, le=1024, description="concurrent sends per process")
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)

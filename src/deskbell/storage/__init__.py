@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables, the Store (every query), engines and migrations."""

@@ -1,0 +1,132 @@
+"""Composition root: builds the store, channels, router and workers from settings.
+
+No module-level globals anywhere; a test builds a whole runtime (or app) in one call and
+tears it down after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import IO
+
+import httpx
+import structlog
+
+from deskbell.channels import build_registry
+from deskbell.channels.base import Channel, ChannelContext, ChannelSettings, ChannelType
+from deskbell.clock import Clock, SystemClock
+from deskbell.config.load import DEMO_CONFIG_YAML, build_router, load_config, parse_config
+from deskbell.config.schema import DeskbellConfig
+from deskbell.delivery.worker import WorkerPool
+from deskbell.errors import ConfigError
+from deskbell.routing.router import Router
+from deskbell.settings import Settings
+from deskbell.storage.engine import Database, connect
+from deskbell.storage.store import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """A validated config with what is built from it; swapped whole, never edited in place."""
+
+    config: DeskbellConfig
+    source: str
+    router: Router
+    channels: Mapping[str, tuple[Channel, ChannelSettings]]
+
+
+def read_config(
+    settings: Settings, registry: Mapping[str, ChannelType]
+) -> tuple[DeskbellConfig, str]:
+    """The file named by DESKBELL_CONFIG; with none set and no ./deskbell.yaml, the demo."""
+    explicit = "config" in settings.model_fields_set
+    if settings.config.exists() or explicit:
+        return load_config(settings.config, registry), str(settings.config)
+    log.warning(
+        "demo_config",
+        message="no deskbell.yaml found: using the built-in demo config "
+        "(sales and pricing go to the console); run `deskbell init` to write your own",
+    )
+    return parse_config(DEMO_CONFIG_YAML, registry), "built-in demo"
+
+
+def build_channels(
+    config: DeskbellConfig, registry: Mapping[str, ChannelType], ctx: ChannelContext
+) -> dict[str, tuple[Channel, ChannelSettings]]:
+    return {
+        name: (registry[settings.type].factory(name, settings, ctx), settings)
+        for name, settings in config.channels.items()
+    }
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    store: Store
+    registry: Mapping[str, ChannelType]
+    clock: Clock
+    http: httpx.AsyncClient
+    active: ActiveConfig
+    workers: WorkerPool | None = None
+    _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def channels(self) -> Mapping[str, tuple[Channel, ChannelSettings]]:
+        return self.active.channels
+
+    def start_workers(self) -> None:
+        if self.workers is not None and self._worker_task is None:
+            self._worker_task = asyncio.create_task(self.workers.run(), name="deskbell-workers")
+
+    def wake_workers(self) -> None:
+        if self.workers is not None:
+            self.workers.wake()
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        if self.workers is not None:
+            await self.workers.stop(grace)
+        if self._worker_task is not None:
+            await self._worker_task
+            self._worker_task = None
+        await self.http.aclose()
+        await self.db.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    with_workers: bool = True,
+    clock: Clock | None = None,
+    extra_channel_types: Iterable[ChannelType] = (),
+    console: IO[str] | None = None,
+) -> Runtime:
+    """Everything a process needs, not started: call `start_workers()` inside the event loop."""
+    registry = build_registry(extra_channel_types)
+    config, source = read_config(settings, registry)
+    clock = clock or SystemClock()
+    http = httpx.AsyncClient(follow_redirects=False)
+    ctx = ChannelContext(http=http, clock=clock, console=console)
+    active = ActiveConfig(
+        config, source, build_router(config), build_channels(config, registry, ctx)
+    )
+    db = connect(settings.database_url)
+    store = Store(db)
+    runtime = Runtime(settings, db, store, registry, clock, http, active)
+    if with_workers:
+        runtime.workers = WorkerPool(
+            store,
+            runtime.channels,
+            clock,
+            concurrency=settings.workers,
+            lease=timedelta(seconds=settings.lease_seconds),
+            poll_seconds=settings.poll_seconds,
+        )
+    return runtime
+
+
+__all__ = ["ActiveConfig", "ConfigError", "Runtime", "build_runtime", "read_config"]
