@@ -17,10 +17,12 @@ from pydantic import (
     AfterValidator,
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
     StringConstraints,
+    TypeAdapter,
 )
 
 TOPIC_PATTERN = r"^[a-z0-9_.-]{1,64}$"
@@ -41,14 +43,19 @@ def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _http_url(value: AnyHttpUrl) -> str:
-    return str(value)
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
 
 
-Topic = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=TOPIC_PATTERN),
-]
+def _http_url(value: str) -> str:
+    """An absolute http(s) URL, kept as the string the bot sent (normalised by pydantic)."""
+    return str(_HTTP_URL.validate_python(value))
+
+
+def _normalise_topic(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+Topic = Annotated[str, BeforeValidator(_normalise_topic), StringConstraints(pattern=TOPIC_PATTERN)]
 Description = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS),
@@ -77,9 +84,9 @@ class AssistanceRequestIn(BaseModel):
     topic: Topic = Field(examples=["sales"])
     description: Description = Field(examples=["Wants a quote for 40 seats"])
     customer: Customer | None = None
-    conversation_url: Annotated[AnyHttpUrl, AfterValidator(_http_url)] | None = Field(
-        default=None, examples=["https://chat.example.com/c/123"]
-    )
+    conversation_url: (
+        Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)] | None
+    ) = Field(default=None, examples=["https://chat.example.com/c/123"])
     language: Annotated[str, StringConstraints(max_length=35), AfterValidator(_bcp47)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], AfterValidator(_bounded_metadata)] = (
         Field(default_factory=dict)

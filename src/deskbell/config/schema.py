@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deskbell.channels.base import ChannelSettings
 
@@ -35,6 +35,13 @@ class RawConfig(BaseModel):
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     default: Literal["reject"] | list[str] = "reject"
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _reject_or_list(cls, value: Any) -> Any:
+        if value != "reject" and not isinstance(value, list):
+            raise ValueError("must be 'reject' or a list of channel names")
+        return value
 
 
 class DeskbellConfig(BaseModel):

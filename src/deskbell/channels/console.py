@@ -1,0 +1,53 @@
+"""Console channel: prints each request to a stream. For demos and local development.
+
+Config block (no keys of its own):
+
+    ops-console:
+      type: console
+
+It writes to `ChannelContext.console` when one is given (tests hand in a StringIO), else to
+the process's stdout at send time, so a redirected stdout is honoured. The text is the
+`message.txt` template that the email channel also uses, framed so consecutive requests are
+easy to tell apart in a busy terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
+from deskbell.channels.text import render_template
+
+RULE = "=" * 72
+
+
+class ConsoleSettings(ChannelSettings):
+    type: Literal["console"]
+
+
+def render(message: Message) -> str:
+    """The framed, multi-line text one send writes."""
+    body = render_template("message.txt", message).rstrip("\n")
+    return f"{RULE}\n[deskbell -> {message.channel}]\n{body}\n{RULE}\n"
+
+
+class ConsoleChannel:
+    """Writes and flushes; a write that fails (closed stream, full disk) is transient."""
+
+    def __init__(self, name: str, settings: ConsoleSettings, ctx: ChannelContext) -> None:
+        self.name = name
+        self._settings = settings
+        self._ctx = ctx
+
+    async def send(self, message: Message) -> SendResult:
+        stream = self._ctx.console if self._ctx.console is not None else sys.stdout
+        try:
+            stream.write(render(message))
+            stream.flush()
+        except (OSError, ValueError) as exc:  # ValueError: I/O operation on closed file
+            return SendResult.transient(f"console write failed: {exc}")
+        return SendResult.sent()
+
+
+CHANNEL_TYPE = ChannelType(name="console", settings_model=ConsoleSettings, factory=ConsoleChannel)

@@ -1,0 +1,234 @@
+"""Email over SMTP: one message with a plain-text and an HTML part per delivery.
+
+Config block:
+
+    pricing-email:
+      type: email
+      smtp_url: ${SMTP_URL}        # see below
+      starttls: false              # true: upgrade a smtp:// connection with STARTTLS
+      from: deskbell@example.com   # or "Deskbell <deskbell@example.com>"
+      to: [pricing@example.com]
+
+`smtp_url` picks the transport by its scheme, and `starttls` is the one other switch:
+
+- `smtp://[user:pass@]host[:port]`: plain SMTP, port 25 by default. With `starttls: true`
+  the connection must be upgraded with STARTTLS (port 587 by default) and the send fails if
+  the server does not offer it. With `starttls: false` no upgrade is attempted, not even an
+  opportunistic one, so what goes over the wire is exactly what the config says.
+- `smtps://[user:pass@]host[:port]`: TLS from the first byte (implicit TLS), port 465 by
+  default; `starttls` must stay false.
+
+User and password are percent-decoded (`%40` for `@`). Certificates are always verified.
+The URL holds a password, so it is a `SecretStr` and never appears in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.networks import validate_email
+
+from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
+from deskbell.channels.text import render_template, single_line
+
+log = logging.getLogger(__name__)
+
+SUBJECT_PREFIX = "[deskbell]"
+SUBJECT_DESCRIPTION_CHARS = 60
+_MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where and how to connect; the password is only ever handed to aiosmtplib."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+    use_tls: bool
+    start_tls: bool
+
+
+def parse_smtp_url(url: str, *, starttls: bool = False) -> SmtpTarget:
+    """`smtp://` or `smtps://[user:pass@]host[:port]` as a SmtpTarget (rules in the module
+    docstring). Errors never repeat the URL: it may hold a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("smtp_url must start with smtp:// or smtps://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("smtp_url takes no path or query; use the starttls key for STARTTLS")
+    if not parts.hostname:
+        raise ValueError("smtp_url has no host")
+    try:
+        explicit_port = parts.port
+    except ValueError:
+        raise ValueError("smtp_url has an invalid port") from None
+    implicit_tls = parts.scheme == "smtps"
+    if implicit_tls and starttls:
+        raise ValueError("starttls applies to smtp:// only; smtps:// is TLS already")
+    default_port = 465 if implicit_tls else 587 if starttls else 25
+    return SmtpTarget(
+        host=parts.hostname,
+        port=explicit_port or default_port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        use_tls=implicit_tls,
+        start_tls=starttls,
+    )
+
+
+def classify_smtp_error(exc: Exception) -> SendResult:
+    """What a failed SMTP send means for the retry stage.
+
+    5xx replies are final (a refused recipient or sender, failed authentication, a rejected
+    message); 4xx replies, timeouts and connection failures may clear up. Recipients refused
+    with 4xx codes only (greylisting, full mailbox) are therefore transient too.
+    """
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refusals = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+        detail = f"rejected recipient: {refusals}"[:300]
+        if any(r.code >= 500 for r in exc.recipients):
+            return SendResult.permanent(detail)
+        return SendResult.transient(detail)
+    if isinstance(exc, TimeoutError):
+        return SendResult.transient(f"timeout: {type(exc).__name__}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        what = (
+            "authentication failed"
+            if isinstance(exc, aiosmtplib.SMTPAuthenticationError)
+            else "SMTP error"
+        )
+        detail = f"{what}: {exc.code} {exc.message}"[:300]
+        return SendResult.permanent(detail) if exc.code >= 500 else SendResult.transient(detail)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        # The server lacks what the config requires (STARTTLS, AUTH): config, not weather.
+        return SendResult.permanent(f"not supported by the server: {exc.message}"[:300])
+    return SendResult.transient(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _address(value: str) -> str:
+    """A mailbox (`a@b` or `Name <a@b>`), refused when it could smuggle a header line."""
+    if value != single_line(value):
+        raise ValueError("must be one line without control characters")
+    validate_email(value)
+    return value
+
+
+class EmailSettings(ChannelSettings):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True
+    )
+
+    type: Literal["email"]
+    smtp_url: SecretStr
+    starttls: bool = False
+    from_: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+
+    @field_validator("from_")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        return _address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _to_addresses(cls, value: list[str]) -> list[str]:
+        return [_address(item) for item in value]
+
+    @model_validator(mode="after")
+    def _parsable_url(self) -> EmailSettings:
+        self.target()  # raises ValueError with a message that does not repeat the URL
+        return self
+
+    def target(self) -> SmtpTarget:
+        """Where and how to connect, from `smtp_url` and `starttls`."""
+        return parse_smtp_url(self.smtp_url.get_secret_value(), starttls=self.starttls)
+
+
+def subject(message: Message) -> str:
+    """`[deskbell] topic: first 60 characters of the description`, on one line."""
+    request = message.request
+    summary = single_line(request.description, SUBJECT_DESCRIPTION_CHARS)
+    return single_line(f"{SUBJECT_PREFIX} {request.topic}: {summary}")
+
+
+def message_id(delivery_id: str) -> str:
+    """Stable per delivery, so a retried send that did arrive twice can be spotted as one."""
+    local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
+    return f"<{local}@deskbell>"
+
+
+def build_email(message: Message, settings: EmailSettings, ctx: ChannelContext) -> EmailMessage:
+    """The MIME message: multipart/alternative with the plain text first, HTML second.
+
+    Every header value that carries user text goes through `single_line`; the HTML part is
+    rendered with autoescaping on, so `<script>` in a description arrives as text.
+    """
+    mail = EmailMessage()
+    mail["Subject"] = subject(message)
+    mail["From"] = settings.from_
+    mail["To"] = ", ".join(settings.to)
+    mail["Date"] = email.utils.format_datetime(ctx.clock.now())
+    mail["Message-ID"] = message_id(message.delivery_id)
+    customer = message.request.customer
+    if customer is not None and customer.email:
+        name = single_line(customer.name or "", 100)
+        mail["Reply-To"] = email.utils.formataddr((name, single_line(customer.email)))
+    mail["X-Deskbell-Request-Id"] = single_line(message.request_id, 200)
+    mail["X-Deskbell-Topic"] = message.request.topic
+    mail.set_content(render_template("message.txt", message))
+    mail.add_alternative(render_template("email.html", message), subtype="html")
+    return mail
+
+
+def _mailbox(value: str) -> str:
+    return email.utils.parseaddr(value)[1]
+
+
+class EmailChannel:
+    """Sends one email per delivery with aiosmtplib; SMTP failures are classified by
+    `classify_smtp_error` (5xx and refused recipients permanent, the rest transient)."""
+
+    def __init__(self, name: str, settings: EmailSettings, ctx: ChannelContext) -> None:
+        self.name = name
+        self._settings = settings
+        self._ctx = ctx
+        self._target = settings.target()
+
+    async def send(self, message: Message) -> SendResult:
+        target = self._target
+        mail = build_email(message, self._settings, self._ctx)
+        try:
+            # aiosmtplib's timeout is per command; the outer one bounds the whole send.
+            async with asyncio.timeout(self._settings.timeout):
+                refused, _ = await aiosmtplib.send(
+                    mail,
+                    sender=_mailbox(self._settings.from_),
+                    recipients=[_mailbox(item) for item in self._settings.to],
+                    hostname=target.host,
+                    port=target.port,
+                    username=target.username,
+                    password=target.password,
+                    use_tls=target.use_tls,
+                    start_tls=target.start_tls,
+                    timeout=self._settings.timeout,
+                )
+        except (aiosmtplib.SMTPException, OSError) as exc:  # TimeoutError is an OSError
+            return classify_smtp_error(exc)
+        if refused:
+            # Some recipients got it; sending again would duplicate it for them.
+            log.warning("channel %s: recipients refused: %s", self.name, sorted(refused))
+        return SendResult.sent()
+
+
+CHANNEL_TYPE = ChannelType(name="email", settings_model=EmailSettings, factory=EmailChannel)

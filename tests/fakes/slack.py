@@ -1,0 +1,264 @@
+"""A real local HTTP server that behaves like a Slack Incoming Webhook.
+
+It runs `http.server.ThreadingHTTPServer` on 127.0.0.1 (a free port) in a daemon thread, so it
+answers the test's own event loop, a worker in that loop, and a separate deskbell process alike.
+
+    with FakeSlack() as slack:
+        settings = {"type": "slack", "webhook_url": slack.url}
+        ...                                   # send something
+        await slack.wait_for_payloads_async(1)  # or slack.wait_for_payloads(1) in sync code
+        assert slack.payloads[0]["text"].startswith("Assistance requested")
+
+API
+- `FakeSlack(path="/services/T000/B000/XXXX", host="127.0.0.1", port=0)`; context manager, or
+  call `start()` / `stop()`. `stop()` cuts short any configured delay.
+- `url`: the full webhook URL; `base_url`: scheme, host and port only.
+- Validation, like Slack: method POST, `Content-Type: application/json`, body a JSON object with
+  a non-empty string `text`, and `blocks`, if present, a list of objects each with a string
+  `type`. Anything else is answered `400 invalid_payload` whatever the reply mode.
+  A request to another path gets `404 no_service`.
+- Reply mode for valid payloads: `reply_with(status, body=None, retry_after=None)` sets the
+  standing answer (default `200 ok`); `reply_next(*replies)` queues one-shot `Reply` values
+  used first, e.g. `reply_next(Reply(503), Reply(429, retry_after=7))` then back to the
+  standing answer; `delay` (seconds, settable attribute) holds every answer back, to test
+  timeouts. Default bodies: 200 `ok`, 400 `invalid_payload`, 403/404 `no_service`,
+  410 `channel_is_archived`, 429 `rate_limited`, 500 `rollup_error`, 503
+  `service_unavailable`.
+- Records, thread-safe, as copies: `payloads` (parsed JSON of payloads answered 2xx),
+  `requests` (every request as a `RecordedRequest`: method, path, headers, body, status);
+  `clear()` empties both.
+- Waiting: `wait_for_payloads(n, timeout=5.0)` / `await wait_for_payloads_async(n, timeout)`
+  return the payloads once at least `n` arrived, else raise AssertionError;
+  `wait_for_requests(n)` / `wait_for_requests_async(n)` the same for all requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from tests.fakes import DEFAULT_TIMEOUT, wait_until, wait_until_async
+
+DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+DEFAULT_BODIES = {
+    200: "ok",
+    400: "invalid_payload",
+    403: "no_service",
+    404: "no_service",
+    410: "channel_is_archived",
+    429: "rate_limited",
+    500: "rollup_error",
+    503: "service_unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer: status, body (default from DEFAULT_BODIES) and an optional Retry-After."""
+
+    status: int = 200
+    body: str | None = None
+    retry_after: int | None = None
+
+    @property
+    def text(self) -> str:
+        return self.body if self.body is not None else DEFAULT_BODIES.get(self.status, "error")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+
+def invalid_reason(content_type: str, body: bytes) -> str | None:
+    """Why Slack would refuse this body, or None when it is a valid webhook payload."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return "content type is not application/json"
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return "body is not JSON"
+    if not isinstance(payload, dict):
+        return "body is not a JSON object"
+    text = payload.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return "missing non-empty text"
+    blocks = payload.get("blocks")
+    if blocks is not None and not (
+        isinstance(blocks, list)
+        and all(isinstance(b, dict) and isinstance(b.get("type"), str) for b in blocks)
+    ):
+        return "blocks must be a list of objects with a type"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 10  # a client that stalls mid-request cannot hold up stop() for longer
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        self._answer(body)
+
+    def do_GET(self) -> None:
+        self._answer(b"")
+
+    do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def _answer(self, body: bytes) -> None:
+        fake = self.server.fake
+        if self.path != fake.path:
+            reply = Reply(404)
+        elif self.command != "POST" or invalid_reason(self.headers.get("Content-Type", ""), body):
+            reply = Reply(400)
+        else:
+            reply = fake._next_reply()
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        fake._record(RecordedRequest(self.command, self.path, headers, body, reply.status))
+        if fake.delay > 0:
+            fake._stopping.wait(fake.delay)
+        data = reply.text.encode()
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            if reply.retry_after is not None:
+                self.send_header("Retry-After", str(reply.retry_after))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (a timeout test); nothing to answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads are joined by server_close(), so stop() returns with no thread left
+    # behind; stop() first wakes any handler waiting out a configured delay.
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeSlack) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+
+class FakeSlack:
+    def __init__(self, path: str = DEFAULT_PATH, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.path = path
+        self.delay = 0.0
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._standing = Reply()
+        self._queued: list[Reply] = []
+        self._payloads: list[dict[str, Any]] = []
+        self._requests: list[RecordedRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeSlack:
+        self._stopping.clear()
+        self._server = _Server(self._address, self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    def reply_with(self, status: int, body: str | None = None, retry_after: int | None = None) -> None:
+        with self._lock:
+            self._standing = Reply(status, body, retry_after)
+
+    def reply_next(self, *replies: Reply) -> None:
+        with self._lock:
+            self._queued.extend(replies)
+
+    @property
+    def payloads(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._payloads)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._payloads.clear()
+            self._requests.clear()
+
+    def wait_for_payloads(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        wait_until(lambda: len(self.payloads) >= count, timeout, f"{count} Slack payload(s)")
+        return self.payloads
+
+    async def wait_for_payloads_async(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        what = f"{count} Slack payload(s)"
+        await wait_until_async(lambda: len(self.payloads) >= count, timeout, what)
+        return self.payloads
+
+    def wait_for_requests(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[RecordedRequest]:
+        wait_until(lambda: len(self.requests) >= count, timeout, f"{count} Slack request(s)")
+        return self.requests
+
+    async def wait_for_requests_async(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[RecordedRequest]:
+        what = f"{count} Slack request(s)"
+        await wait_until_async(lambda: len(self.requests) >= count, timeout, what)
+        return self.requests
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            return self._queued.pop(0) if self._queued else self._standing
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+            if 200 <= request.status < 300:
+                self._payloads.append(json.loads(request.body))
