@@ -208,7 +208,9 @@ class FakeSlack:
     def url(self) -> str:
         return self.base_url + self.path
 
-    def reply_with(self, status: int, body: str | None = None, retry_after: int | None = None) -> None:
+    def reply_with(
+        self, status: int, body: str | None = None, retry_after: int | None = None
+    ) -> None:
         with self._lock:
             self._standing = Reply(status, body, retry_after)
 
@@ -231,7 +233,9 @@ class FakeSlack:
             self._payloads.clear()
             self._requests.clear()
 
-    def wait_for_payloads(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+    def wait_for_payloads(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
         wait_until(lambda: len(self.payloads) >= count, timeout, f"{count} Slack payload(s)")
         return self.payloads
 
@@ -242,7 +246,9 @@ class FakeSlack:
         await wait_until_async(lambda: len(self.payloads) >= count, timeout, what)
         return self.payloads
 
-    def wait_for_requests(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[RecordedRequest]:
+    def wait_for_requests(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[RecordedRequest]:
         wait_until(lambda: len(self.requests) >= count, timeout, f"{count} Slack request(s)")
         return self.requests
 

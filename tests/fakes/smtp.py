@@ -156,7 +156,9 @@ class FakeSMTP:
             self._messages.clear()
             self._logins.clear()
 
-    def wait_for_messages(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[ReceivedMail]:
+    def wait_for_messages(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[ReceivedMail]:
         wait_until(lambda: len(self.messages) >= count, timeout, f"{count} email(s)")
         return self.messages
 

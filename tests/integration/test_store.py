@@ -40,7 +40,9 @@ async def test_ids_are_time_ordered(store: Store) -> None:
 
 
 async def test_idempotency_same_body_returns_first_and_creates_nothing(store: Store) -> None:
-    first, created = await store.accept(req(), [Target("a")], T0, idempotency_key="k", body_hash="h")
+    first, created = await store.accept(
+        req(), [Target("a")], T0, idempotency_key="k", body_hash="h"
+    )
     again, created_again = await store.accept(
         req(), [Target("a")], T0 + timedelta(hours=1), idempotency_key="k", body_hash="h"
     )
@@ -154,7 +156,9 @@ async def test_expired_lease_is_taken_over_and_old_owner_cannot_write(store: Sto
     (theirs,) = await store.claim("new", T0 + timedelta(seconds=31), lease=LEASE, limit=1)
     assert theirs.delivery.id == mine.delivery.id
     late = T0 + timedelta(seconds=40)
-    assert not await store.record_attempt(mine, result(DeliveryStatus.DEAD, Outcome.PERMANENT, late))
+    assert not await store.record_attempt(
+        mine, result(DeliveryStatus.DEAD, Outcome.PERMANENT, late)
+    )
     assert await store.record_attempt(theirs, result(DeliveryStatus.SENT, Outcome.SENT, late))
     delivery = await store.get_delivery(mine.delivery.id)
     assert delivery is not None and delivery.status is DeliveryStatus.SENT

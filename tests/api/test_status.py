@@ -1,0 +1,113 @@
+"""Reading back: one request, the paged list, topics, health and the OpenAPI docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from deskbell.wiring import Runtime
+from tests.conftest import running_app
+
+URL = "/v1/assistance-requests"
+
+
+@pytest.fixture
+async def client(make_runtime: Callable[..., Runtime]) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(make_runtime(), start_workers=False) as client:
+        yield client
+
+
+async def post(client: httpx.AsyncClient, topic: str = "sales") -> str:
+    answer = await client.post(URL, json={"topic": topic, "description": "help"})
+    assert answer.status_code == 202
+    return str(answer.json()["id"])
+
+
+async def test_get_one_shows_deliveries(client: httpx.AsyncClient) -> None:
+    request_id = await post(client)
+    body = (await client.get(f"{URL}/{request_id}")).json()
+    assert body["id"] == request_id
+    assert body["status"] == "pending"
+    (delivery,) = body["deliveries"]
+    assert delivery["channel"] == "console"
+    assert delivery["status"] == "pending"
+    assert delivery["attempts"] == 0
+    assert delivery["sent_at"] is None
+
+
+async def test_get_unknown_is_404_json(client: httpx.AsyncClient) -> None:
+    answer = await client.get(f"{URL}/does-not-exist")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_list_cursor_paging_and_filter(client: httpx.AsyncClient) -> None:
+    ids = [await post(client, "sales" if i % 2 else "pricing") for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(URL, params=params)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    sales = (await client.get(URL, params={"topic": "sales"})).json()["items"]
+    assert [i["id"] for i in sales] == [ids[3], ids[1]]
+    pending = (await client.get(URL, params={"status": "pending"})).json()["items"]
+    assert len(pending) == 5
+    assert (await client.get(URL, params={"status": "sent"})).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "params", [{"limit": 0}, {"limit": 1000}, {"status": "lost"}, {"since": "yesterday"}]
+)
+async def test_list_bad_query_is_422_json(
+    client: httpx.AsyncClient, params: dict[str, object]
+) -> None:
+    answer = await client.get(URL, params=params)
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "validation_failed"
+
+
+async def test_topics(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/v1/topics")).json()
+    assert body == {
+        "topics": [
+            {"topic": "pricing", "channels": ["console"]},
+            {"topic": "sales", "channels": ["console"]},
+        ],
+        "default": "reject",
+    }
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_openapi_documents_the_ingest_body(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    post_op = schema["paths"][URL]["post"]
+    ref = post_op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/AssistanceRequestIn"
+    body = schema["components"]["schemas"]["AssistanceRequestIn"]
+    assert set(body["required"]) == {"topic", "description"}
+    assert "Customer" in schema["components"]["schemas"]
+    assert {"202", "400", "413", "415", "422"} <= set(post_op["responses"])
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_retry_endpoint_refuses_live_delivery(client: httpx.AsyncClient) -> None:
+    request_id = await post(client)
+    delivery_id = (await client.get(f"{URL}/{request_id}")).json()["deliveries"][0]["id"]
+    answer = await client.post(f"/v1/deliveries/{delivery_id}/retry")
+    assert answer.status_code == 409
+    assert answer.json()["error"]["code"] == "not_dead"
+    assert (await client.post("/v1/deliveries/nope/retry")).status_code == 404
