@@ -4,8 +4,10 @@ server unreachable, the PostgreSQL tests fail: CI must not pass by skipping them
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -18,6 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from deskbell.api.app import create_app
+from deskbell.models import DeliveryStatus, StoredRequest
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
@@ -61,6 +64,12 @@ async def _migrated(url: str) -> str:
 @pytest.fixture(params=ENGINES)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     async with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with fresh_database("postgres", tmp_path) as url:
         yield url
 
 
@@ -124,3 +133,25 @@ def make_runtime(
         return build_runtime(Settings(**values), console=io.StringIO())
 
     yield make
+
+
+async def wait_for_request(
+    runtime: Runtime,
+    request_id: str,
+    done: Callable[[StoredRequest], bool],
+    timeout: float = 10.0,
+    what: str = "request state",
+) -> StoredRequest:
+    """Poll the store until `done(request)` holds; fail with the last state after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = await runtime.store.get_request(request_id)
+        if stored is not None and done(stored):
+            return stored
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {stored}")
+        await asyncio.sleep(0.02)
+
+
+def statuses(stored: StoredRequest) -> dict[str, DeliveryStatus]:
+    return {d.channel: d.status for d in stored.deliveries}

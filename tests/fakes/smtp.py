@@ -21,14 +21,16 @@ API
   it off); `reply_to_data(reply)` answers DATA with a full reply line such as
   `"554 5.6.0 Message rejected"` or `"451 4.3.0 Try later"` (None: accept).
 - Records, thread-safe, as copies: `messages` (each a `ReceivedMail` with `mail_from`,
-  `rcpt_tos`, `message` parsed with `email.policy.default` so it is an `EmailMessage`, and
-  `raw` bytes), `logins` (user names that authenticated); `clear()` empties both.
+  `rcpt_tos`, `message` parsed with `email.policy.default` so it is an `EmailMessage`, with
+  LF line ends, and `raw`, the bytes as received), `logins` (user names that authenticated);
+  `clear()` empties both.
 - Waiting: `wait_for_messages(n, timeout=5.0)` / `await wait_for_messages_async(n, timeout)`
   return the messages once at least `n` arrived, else raise AssertionError.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -72,18 +74,19 @@ class _Handler:
         if reply is not None:
             return reply
         raw = bytes(envelope.original_content or envelope.content)
-        parsed = cast(EmailMessage, email.message_from_bytes(raw, policy=email.policy.default))
+        # Parsed with LF line ends, so tests compare decoded text without caring about CRLF.
+        parsed = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
         self.fake._record(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), parsed, raw))
         return "250 Message accepted for delivery"
 
 
-class _Controller(Controller):  # type: ignore[misc]  # aiosmtpd is untyped
+class _Controller(Controller):
     """Binds port 0 and learns the real port before aiosmtpd's self-check connects to it."""
 
     def _trigger_server(self) -> None:
-        assert self.server is not None
-        self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
+        server = cast("asyncio.Server", self.server)
+        self.port = server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd is untyped
 
 
 class FakeSMTP:

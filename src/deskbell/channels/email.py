@@ -125,9 +125,8 @@ def _address(value: str) -> str:
 
 
 class EmailSettings(ChannelSettings):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, hide_input_in_errors=True, populate_by_name=True
-    )
+    # Only the alias `from` is accepted in config; `from_` is the Python attribute.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["email"]
     smtp_url: SecretStr

@@ -66,7 +66,8 @@ def escape_fitted(text: str, limit: int) -> str:
         escaped = escape_mrkdwn(truncate(text, cut))
         if len(escaped) <= limit:
             return escaped
-        cut -= len(escaped) - limit
+        # Shrink in proportion to the overflow; at least one character, so this ends.
+        cut = min(cut - 1, cut * limit // len(escaped))
 
 
 def slack_link(url: str, label: str) -> str:

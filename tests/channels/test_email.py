@@ -1,0 +1,290 @@
+"""Email channel against FakeSMTP, a real aiosmtpd server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from tests.fakes import make_message
+from tests.fakes.smtp import FakeSMTP
+
+from deskbell.channels.base import ChannelContext
+from deskbell.channels.email import CHANNEL_TYPE, EmailChannel, parse_smtp_url
+from deskbell.models import Outcome
+
+FULL_REQUEST = {
+    "topic": "sales",
+    "description": "Wants a quote for 40 seats",
+    "customer": {"name": "Ana Pérez", "email": "ana@example.com", "phone": "+34 600"},
+    "conversation_url": "https://chat.example.com/c/123",
+    "metadata": {"plan": "pro"},
+}
+
+
+def settings_for(url: str, **extra: Any) -> Any:
+    block = {
+        "type": "email",
+        "smtp_url": url,
+        "from": "Deskbell <deskbell@example.com>",
+        "to": ["sales@example.com"],
+        **extra,
+    }
+    return CHANNEL_TYPE.settings_model.model_validate(block)
+
+
+def channel(url: str, ctx: ChannelContext, **extra: Any) -> EmailChannel:
+    built = CHANNEL_TYPE.factory("sales-email", settings_for(url, **extra), ctx)
+    assert isinstance(built, EmailChannel)
+    return built
+
+
+def parts(message: EmailMessage) -> dict[str, str]:
+    """Content type -> decoded text of each leaf part."""
+    return {
+        part.get_content_type(): part.get_content()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections but never sends the SMTP greeting."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+async def test_message_arrives_with_both_parts_and_headers(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    message = make_message(FULL_REQUEST, delivery_id="dlv-42")
+
+    result = await channel(fake_smtp.url, ctx).send(message)
+
+    assert result.outcome is Outcome.SENT
+    [mail] = fake_smtp.messages
+    assert mail.mail_from == "deskbell@example.com"
+    assert mail.rcpt_tos == ["sales@example.com"]
+    received = mail.message
+    assert received["Subject"] == "[deskbell] sales: Wants a quote for 40 seats"
+    assert received["From"] == "Deskbell <deskbell@example.com>"
+    assert received["To"] == "sales@example.com"
+    assert received["Reply-To"] == "Ana Pérez <ana@example.com>"
+    assert received["Message-ID"] == "<dlv-42@deskbell>"
+    assert received.get_content_type() == "multipart/alternative"
+    bodies = parts(received)
+    assert list(bodies) == ["text/plain", "text/html"]
+    for body in bodies.values():
+        assert "Wants a quote for 40 seats" in body
+        assert "+34 600" in body
+        assert "pro" in body
+    assert "Conversation: https://chat.example.com/c/123" in bodies["text/plain"]
+    assert '<a href="https://chat.example.com/c/123">' in bodies["text/html"]
+
+
+async def test_subject_is_one_line_and_cut_at_60_characters(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    description = "Line one\r\nBcc: victim@example.com\nX-Evil:\x00 yes\u2028" + "x" * 100
+    message = make_message({"topic": "sales", "description": description})
+
+    await channel(fake_smtp.url, ctx).send(message)
+
+    [mail] = fake_smtp.messages
+    subject = mail.message["Subject"]
+    assert not any(char in subject for char in "\r\n\x00\u2028")
+    # The stdlib folds a long header before an encoded word and unfolding leaves two spaces
+    # there; that is cosmetic, so compare with runs of spaces collapsed.
+    words = " ".join(subject.split())
+    assert words.startswith("[deskbell] sales: Line one Bcc: victim@example.com X-Evil: yes x")
+    assert words.endswith("x\u2026")
+    assert len(words) == len("[deskbell] sales: ") + 60
+    assert mail.message["Bcc"] is None
+    assert mail.message["X-Evil"] is None
+    assert mail.rcpt_tos == ["sales@example.com"]
+
+
+async def test_html_part_escapes_user_text(fake_smtp: FakeSMTP, ctx: ChannelContext) -> None:
+    message = make_message(
+        {
+            "topic": "sales",
+            "description": "<script>alert(1)</script>",
+            "customer": {"name": '<img src=x onerror="alert(2)">'},
+            "metadata": {"<b>key</b>": "<i>value</i>"},
+        }
+    )
+
+    await channel(fake_smtp.url, ctx).send(message)
+
+    html = parts(fake_smtp.messages[0].message)["text/html"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>" not in html
+    assert "<img" not in html
+    assert "&lt;b&gt;key&lt;/b&gt;" in html
+    plain = parts(fake_smtp.messages[0].message)["text/plain"]
+    assert "<script>alert(1)</script>" in plain  # plain text shows it as written
+
+
+async def test_no_reply_to_without_customer_email(fake_smtp: FakeSMTP, ctx: ChannelContext) -> None:
+    await channel(fake_smtp.url, ctx).send(
+        make_message({"topic": "sales", "description": "Hi", "customer": {"name": "Ana"}})
+    )
+
+    [mail] = fake_smtp.messages
+    assert mail.message["Reply-To"] is None
+
+
+@pytest.mark.parametrize(("code", "outcome"), [(550, Outcome.PERMANENT), (450, Outcome.TRANSIENT)])
+async def test_refused_recipient(
+    fake_smtp: FakeSMTP, ctx: ChannelContext, code: int, outcome: Outcome
+) -> None:
+    fake_smtp.reject_all_recipients(code)
+
+    result = await channel(fake_smtp.url, ctx).send(make_message())
+
+    assert result.outcome is outcome
+    assert result.error is not None
+    assert result.error.startswith(f"rejected recipient: sales@example.com: {code}")
+    assert fake_smtp.messages == []
+
+
+async def test_partly_refused_recipients_still_count_as_sent(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    fake_smtp.reject_recipient("gone@example.com")
+
+    result = await channel(fake_smtp.url, ctx, to=["gone@example.com", "sales@example.com"]).send(
+        make_message()
+    )
+
+    assert result.outcome is Outcome.SENT
+    assert [mail.rcpt_tos for mail in fake_smtp.messages] == [["sales@example.com"]]
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [("554 5.6.0 Message rejected", Outcome.PERMANENT), ("451 4.3.0 Try later", Outcome.TRANSIENT)],
+)
+async def test_data_refused(
+    fake_smtp: FakeSMTP, ctx: ChannelContext, reply: str, outcome: Outcome
+) -> None:
+    fake_smtp.reply_to_data(reply)
+
+    result = await channel(fake_smtp.url, ctx).send(make_message())
+
+    assert result.outcome is outcome
+    assert result.error == f"SMTP error: {reply}"
+
+
+async def test_login_with_credentials_from_the_url(ctx: ChannelContext) -> None:
+    with FakeSMTP(credentials=("bot@example.com", "p@ss:word")) as smtp:
+        url = f"smtp://bot%40example.com:p%40ss%3Aword@127.0.0.1:{smtp.port}"
+        result = await channel(url, ctx).send(make_message())
+
+        assert result.outcome is Outcome.SENT
+        assert smtp.logins == ["bot@example.com"]
+        assert len(smtp.messages) == 1
+
+
+async def test_wrong_password_is_permanent(ctx: ChannelContext) -> None:
+    with FakeSMTP(credentials=("bot", "right")) as smtp:
+        result = await channel(f"smtp://bot:wrong@127.0.0.1:{smtp.port}", ctx).send(make_message())
+
+        assert result.outcome is Outcome.PERMANENT
+        assert result.error is not None
+        assert result.error.startswith("authentication failed: 535")
+        assert "wrong" not in result.error
+        assert smtp.messages == []
+
+
+async def test_required_starttls_is_never_skipped(fake_smtp: FakeSMTP, ctx: ChannelContext) -> None:
+    # FakeSMTP does not offer STARTTLS: with starttls: true nothing may go out in clear.
+    result = await channel(fake_smtp.url, ctx, starttls=True).send(make_message())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.error is not None
+    assert "STARTTLS" in result.error
+    assert fake_smtp.messages == []
+
+
+async def test_unreachable_server_is_transient(closed_port: int, ctx: ChannelContext) -> None:
+    result = await channel(f"smtp://127.0.0.1:{closed_port}", ctx).send(make_message())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.error is not None
+
+
+async def test_silent_server_is_a_transient_timeout(
+    silent_server: int, ctx: ChannelContext
+) -> None:
+    result = await channel(f"smtp://127.0.0.1:{silent_server}", ctx, timeout=0.3).send(
+        make_message()
+    )
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.error is not None
+    assert result.error.startswith("timeout")
+
+
+@pytest.mark.parametrize(
+    ("url", "starttls", "expected"),
+    [
+        ("smtp://mail.example.com", False, ("mail.example.com", 25, None, None, False, False)),
+        ("smtp://mail.example.com", True, ("mail.example.com", 587, None, None, False, True)),
+        ("smtps://u:p@mail.example.com", False, ("mail.example.com", 465, "u", "p", True, False)),
+        ("smtp://a%40b:p%2F@[::1]:2525/", False, ("::1", 2525, "a@b", "p/", False, False)),
+    ],
+)
+def test_parse_smtp_url(url: str, starttls: bool, expected: tuple[Any, ...]) -> None:
+    target = parse_smtp_url(url, starttls=starttls)
+    assert (
+        target.host,
+        target.port,
+        target.username,
+        target.password,
+        target.use_tls,
+        target.start_tls,
+    ) == expected
+    assert "password" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"smtp_url": "http://mail.example.com"}, "smtp:// or smtps://"),
+        ({"smtp_url": "smtps://u:hunter2@mail.example.com", "starttls": True}, "smtp:// only"),
+        ({"smtp_url": "smtp://u:hunter2@mail.example.com:99999"}, "invalid port"),
+        ({"smtp_url": "smtp://u:hunter2@mail.example.com/?starttls=1"}, "no path or query"),
+        ({"to": []}, "at least 1"),
+        ({"to": ["not-an-address"]}, "email address"),
+        ({"from": "a@example.com\r\nBcc: victim@example.com"}, "one line"),
+    ],
+)
+def test_invalid_settings(block: dict[str, Any], message: str) -> None:
+    base = {"type": "email", "smtp_url": "smtp://mail.example.com", "from": "a@example.com"}
+    with pytest.raises(ValidationError) as caught:
+        CHANNEL_TYPE.settings_model.model_validate({**base, "to": ["b@example.com"], **block})
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_from_key_and_secret_url() -> None:
+    settings = settings_for("smtp://user:hunter2@mail.example.com")
+    assert settings.from_ == "Deskbell <deskbell@example.com>"
+    assert settings.model_dump(by_alias=True)["from"] == settings.from_
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.model_dump_json()

@@ -1,0 +1,72 @@
+"""Shared text helpers: header safety, truncation, field order, template escaping."""
+
+from __future__ import annotations
+
+import pytest
+from tests.fakes import make_message
+
+from deskbell.channels.text import ELLIPSIS, details, redact, render_template, single_line, truncate
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("a\r\nBcc: x@example.com", "a Bcc: x@example.com"),
+        ("a\nb\rc", "a b c"),
+        ("nul\x00here", "nul here"),
+        ("tab\tand\x0bvt", "tab and vt"),
+        ("line\u2028sep\u2029para", "line sep para"),
+        ("bidi\u202eevil", "bidi evil"),
+        ("  padded   out  ", "padded out"),
+        ("Ana Pérez ☕", "Ana Pérez ☕"),
+    ],
+)
+def test_single_line(raw: str, expected: str) -> None:
+    assert single_line(raw) == expected
+
+
+def test_single_line_with_limit() -> None:
+    assert single_line("abc\r\ndef ghi", 6) == "abc d" + ELLIPSIS
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("exactly10!", 10, "exactly10!"),
+        ("0123456789ab", 5, "0123" + ELLIPSIS),
+        ("x", 0, ""),
+    ],
+)
+def test_truncate(text: str, limit: int, expected: str) -> None:
+    assert truncate(text, limit) == expected
+
+
+def test_details_order_and_absent_fields() -> None:
+    request = make_message(
+        {
+            "topic": "sales",
+            "description": "Hi",
+            "customer": {"id": "c-1", "email": "ana@example.com", "name": "Ana"},
+            "language": "en-GB",
+        }
+    ).request
+    assert [(d.label, d.value) for d in details(request)] == [
+        ("Customer", "Ana"),
+        ("Email", "ana@example.com"),
+        ("Customer id", "c-1"),
+        ("Language", "en-GB"),
+    ]
+
+
+def test_html_templates_escape_and_text_templates_do_not() -> None:
+    message = make_message({"topic": "sales", "description": "<b>&</b>"})
+    assert "&lt;b&gt;&amp;&lt;/b&gt;" in render_template("email.html", message)
+    assert "<b>&</b>" in render_template("message.txt", message)
+
+
+def test_redact() -> None:
+    assert redact("failed for https://hooks/x/secret", "https://hooks/x/secret") == (
+        "failed for <redacted>"
+    )
+    assert redact(None, "secret") is None
