@@ -132,7 +132,7 @@ def make_runtime(
         }
         return build_runtime(Settings(**values), console=io.StringIO())
 
-    yield make
+    return make
 
 
 async def wait_for_request(

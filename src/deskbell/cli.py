@@ -50,6 +50,10 @@ async def _migrate(settings: Settings) -> None:
         await db.dispose()
 
 
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address [env DESKBELL_HOST]")] = None,
@@ -71,6 +75,9 @@ def serve(
         fail(str(exc))
     except OSError as exc:
         fail(f"database: {exc}")
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
+    # exit 0 tells a supervisor the stop was clean.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         create_app(runtime),
         host=settings.host,

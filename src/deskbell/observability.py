@@ -47,3 +47,6 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: str = 
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; webhook URLs carry tokens, so keep it quiet.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -43,7 +43,8 @@ async def test_accepted_after_commit_with_location(
     assert body["status"] == "accepted"
     assert [(d["channel"], d["status"]) for d in body["deliveries"]] == [("console", "pending")]
     stored = await runtime.store.get_request(body["id"])
-    assert stored is not None and stored.payload.description == GOOD["description"]
+    assert stored is not None
+    assert stored.payload.description == GOOD["description"]
 
 
 async def test_full_payload_round_trips(client: httpx.AsyncClient) -> None:

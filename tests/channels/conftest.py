@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from tests.fakes.slack import FakeSlack
-from tests.fakes.smtp import FakeSMTP
 
 from deskbell.channels.base import ChannelContext
+from tests.fakes.slack import FakeSlack
+from tests.fakes.smtp import FakeSMTP
 
 
 @pytest.fixture

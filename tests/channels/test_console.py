@@ -6,11 +6,11 @@ import io
 
 import httpx
 import pytest
-from tests.fakes import make_message
 
 from deskbell.channels.base import ChannelContext
 from deskbell.channels.console import CHANNEL_TYPE, RULE, ConsoleChannel
 from deskbell.models import Outcome
+from tests.fakes import make_message
 
 
 def channel(ctx: ChannelContext) -> ConsoleChannel:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.fakes import make_message
-from tests.fakes.smtp import FakeSMTP
 
 from deskbell.channels.base import ChannelContext
 from deskbell.channels.email import CHANNEL_TYPE, EmailChannel, parse_smtp_url
 from deskbell.models import Outcome
+from tests.fakes import make_message
+from tests.fakes.smtp import FakeSMTP
 
 FULL_REQUEST = {
     "topic": "sales",

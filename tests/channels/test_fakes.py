@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import pytest
+
 from tests.fakes import wait_until_async
 from tests.fakes.slack import FakeSlack, Reply, invalid_reason
 from tests.fakes.smtp import FakeSMTP

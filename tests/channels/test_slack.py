@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.fakes import make_message
-from tests.fakes.slack import FakeSlack, Reply
 
 from deskbell.channels.base import ChannelContext
 from deskbell.channels.slack import (
@@ -21,6 +19,8 @@ from deskbell.channels.slack import (
     slack_link,
 )
 from deskbell.models import Outcome
+from tests.fakes import make_message
+from tests.fakes.slack import FakeSlack, Reply
 
 BROADCAST = re.compile(r"@(channel|here|everyone)", re.IGNORECASE)
 BARE_AMPERSAND = re.compile(r"&(?!amp;|lt;|gt;)")

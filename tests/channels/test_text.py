@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tests.fakes import make_message
 
 from deskbell.channels.text import ELLIPSIS, details, redact, render_template, single_line, truncate
+from tests.fakes import make_message
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,9 @@ API
   410 `channel_is_archived`, 429 `rate_limited`, 500 `rollup_error`, 503
   `service_unavailable`.
 - Records, thread-safe, as copies: `payloads` (parsed JSON of payloads answered 2xx),
-  `requests` (every request as a `RecordedRequest`: method, path, headers, body, status);
-  `clear()` empties both.
+  `requests` (every request as a `RecordedRequest`: method, path, headers (lower-case
+  keys), body, status); both are recorded on arrival, before any `delay`, as Slack would
+  have the message even when the client gave up waiting. `clear()` empties both.
 - Waiting: `wait_for_payloads(n, timeout=5.0)` / `await wait_for_payloads_async(n, timeout)`
   return the payloads once at least `n` arrived, else raise AssertionError;
   `wait_for_requests(n)` / `wait_for_requests_async(n)` the same for all requests.

@@ -98,9 +98,11 @@ async def test_slack_answer_decides_the_delivery_status(
     assert delivery.status is expected
     assert delivery.attempts == 1
     if expected is DeliveryStatus.SENT:
-        assert attempt.outcome is Outcome.SENT and delivery.sent_at is not None
+        assert attempt.outcome is Outcome.SENT
+        assert delivery.sent_at is not None
     else:
-        assert delivery.last_error is not None and str(reply.status) in delivery.last_error
+        assert delivery.last_error is not None
+        assert str(reply.status) in delivery.last_error
         assert attempt.error == delivery.last_error
     if reply.retry_after:
         assert delivery.next_attempt_at is not None

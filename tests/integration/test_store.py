@@ -46,7 +46,8 @@ async def test_idempotency_same_body_returns_first_and_creates_nothing(store: St
     again, created_again = await store.accept(
         req(), [Target("a")], T0 + timedelta(hours=1), idempotency_key="k", body_hash="h"
     )
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert again.id == first.id
     items, _ = await store.list_requests()
     assert len(items) == 1
@@ -63,7 +64,8 @@ async def test_idempotency_key_expires_after_a_day(store: Store) -> None:
     later, created = await store.accept(
         req(), [Target("a")], T0 + timedelta(hours=25), idempotency_key="k", body_hash="h"
     )
-    assert created and later.id != first.id
+    assert created
+    assert later.id != first.id
 
 
 async def test_concurrent_same_key_creates_one(store: Store) -> None:
@@ -161,7 +163,8 @@ async def test_expired_lease_is_taken_over_and_old_owner_cannot_write(store: Sto
     )
     assert await store.record_attempt(theirs, result(DeliveryStatus.SENT, Outcome.SENT, late))
     delivery = await store.get_delivery(mine.delivery.id)
-    assert delivery is not None and delivery.status is DeliveryStatus.SENT
+    assert delivery is not None
+    assert delivery.status is DeliveryStatus.SENT
     assert [a.worker for a in await store.attempts_of(mine.delivery.id)] == ["new"]
 
 
