@@ -137,8 +137,10 @@ def test_sales_to_slack_and_pricing_to_email(
     assert mail.message["Reply-To"] == "ngo@example.org"
     plain = mail.message.get_body(("plain",))
     html = mail.message.get_body(("html",))
-    assert plain is not None and "NGO discount?" in plain.get_content()
-    assert html is not None and "NGO discount?" in html.get_content()
+    assert plain is not None
+    assert "NGO discount?" in plain.get_content()
+    assert html is not None
+    assert "NGO discount?" in html.get_content()
 
     def both_sent() -> bool:
         return all(

@@ -70,3 +70,12 @@ def test_routing_table_rows() -> None:
         ("topic=[a, b]", "c", "continue, fallback d"),
         ("(no route matched)", "reject", "default"),
     ]
+
+
+def test_env_values_cannot_add_yaml_structure() -> None:
+    config = parse_config(
+        "channels:\n  s: {type: slack, webhook_url: '${URL}'}  # ${NOT_EXPANDED_IN_COMMENTS}\n",
+        build_registry(),
+        env={"URL": "https://hooks.slack.com/x}\nroutes: [oops]"},
+    )
+    assert config.routes == []

@@ -49,6 +49,18 @@ def expand_env(text: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(substitute, text)
 
 
+def _expand_values(data: Any, env: Mapping[str, str]) -> Any:
+    """Expand `${VAR}` inside string values only: comments stay comments, and a variable's
+    value can never add YAML structure."""
+    if isinstance(data, str):
+        return expand_env(data, env)
+    if isinstance(data, list):
+        return [_expand_values(item, env) for item in data]
+    if isinstance(data, dict):
+        return {key: _expand_values(value, env) for key, value in data.items()}
+    return data
+
+
 def _location(loc: tuple[int | str, ...], prefix: str = "") -> str:
     out = prefix
     for part in loc:
@@ -64,9 +76,8 @@ def parse_config(
     text: str, registry: Mapping[str, ChannelType], env: Mapping[str, str] | None = None
 ) -> DeskbellConfig:
     """Validate a config document completely, or raise ConfigError naming every defect."""
-    expanded = expand_env(text, os.environ if env is None else env)
     try:
-        data = yaml.safe_load(expanded)
+        data = _expand_values(yaml.safe_load(text), os.environ if env is None else env)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
