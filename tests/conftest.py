@@ -26,6 +26,8 @@ from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
 from deskbell.storage.store import Store
 from deskbell.wiring import Runtime, build_runtime
+from tests.fakes.slack import FakeSlack
+from tests.fakes.smtp import FakeSMTP
 
 POSTGRES_URL = os.environ.get("DESKBELL_TEST_POSTGRES_URL")
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -84,6 +86,18 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     db = connect(database_url)
     yield Store(db)
     await db.dispose()
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as slack:
+        yield slack
+
+
+@pytest.fixture
+def fake_smtp() -> Iterator[FakeSMTP]:
+    with FakeSMTP() as smtp:
+        yield smtp
 
 
 CONSOLE_CONFIG = """

@@ -1,30 +1,16 @@
-"""Fixtures for channel tests: the real local peers from tests.fakes, one HTTP client, and a
-context with a StringIO console. Each fixture closes what it opens, because pytest turns a
-ResourceWarning from a leaked socket into a failure."""
+"""Fixtures for channel tests: one HTTP client and a context with a StringIO console. The real
+local peers `fake_slack` and `fake_smtp` come from tests/conftest.py. Each fixture closes what
+it opens, because pytest turns a ResourceWarning from a leaked socket into a failure."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from deskbell.channels.base import ChannelContext
-from tests.fakes.slack import FakeSlack
-from tests.fakes.smtp import FakeSMTP
-
-
-@pytest.fixture
-def fake_slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as slack:
-        yield slack
-
-
-@pytest.fixture
-def fake_smtp() -> Iterator[FakeSMTP]:
-    with FakeSMTP() as smtp:
-        yield smtp
 
 
 @pytest.fixture

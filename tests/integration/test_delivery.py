@@ -4,7 +4,7 @@ fake Slack (HTTP) and a real SMTP server. Shows which Slack answers end `dead` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -20,15 +20,13 @@ OPEN = {DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT}
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
+def slack(fake_slack: FakeSlack) -> FakeSlack:
+    return fake_slack
 
 
 @pytest.fixture
-def smtp() -> Iterator[FakeSMTP]:
-    with FakeSMTP() as fake:
-        yield fake
+def smtp(fake_smtp: FakeSMTP) -> FakeSMTP:
+    return fake_smtp
 
 
 def config(slack: FakeSlack, smtp: FakeSMTP, *, initial: float = 0.05) -> str:
