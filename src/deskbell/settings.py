@@ -22,3 +22,6 @@ class Settings(BaseSettings):
     workers: int = Field(default=16, ge=1, le=1024, description="concurrent sends per process")
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, description="on SIGTERM, how long running sends may finish"
+    )

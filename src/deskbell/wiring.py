@@ -87,9 +87,9 @@ class Runtime:
         if self.workers is not None:
             self.workers.wake()
 
-    async def aclose(self, grace: float = 10.0) -> None:
+    async def aclose(self) -> None:
         if self.workers is not None:
-            await self.workers.stop(grace)
+            await self.workers.stop(self.settings.shutdown_grace_seconds)
         if self._worker_task is not None:
             await self._worker_task
             self._worker_task = None

@@ -209,3 +209,38 @@ async def test_status_filter_and_next_due(store: Store) -> None:
     assert [s.id for s in sent] == [a.id]
     assert [s.id for s in pending] == [b.id]
     assert await store.next_due_at() == T0 + timedelta(seconds=5)
+
+
+async def test_claim_respects_per_channel_room(store: Store) -> None:
+    for _ in range(4):
+        await store.accept(req(), [Target("slow"), Target("fast"), Target("gone")], T0)
+    claimed = await store.claim("w", T0, lease=LEASE, limit=10, room={"slow": 1, "fast": 3})
+    by_channel = sorted(c.delivery.channel for c in claimed)
+    # `gone` is not in the config any more: still claimed (to be settled), capped by limit
+    assert by_channel.count("slow") == 1
+    assert by_channel.count("fast") == 3
+    assert by_channel.count("gone") == 4
+    blocked = await store.claim("w", T0, lease=LEASE, limit=10, room={"slow": 0, "fast": 0})
+    assert blocked == []
+
+
+async def test_renew_extends_only_held_leases(store: Store) -> None:
+    await store.accept(req(), [Target("a"), Target("b")], T0)
+    a, b = await store.claim("w", T0, lease=LEASE, limit=2)
+    later = T0 + timedelta(seconds=25)
+    assert await store.renew("w", [a.delivery.id, b.delivery.id], later, lease=LEASE) == {
+        a.delivery.id,
+        b.delivery.id,
+    }
+    # renewed at 25 s for 30 s: not reclaimable at 40 s, as it would have been without renewal
+    assert await store.claim("x", T0 + timedelta(seconds=40), lease=LEASE, limit=2) == []
+    assert await store.renew("intruder", [a.delivery.id], later, lease=LEASE) == set()
+
+
+async def test_release_gives_back_without_counting_the_attempt(store: Store) -> None:
+    await store.accept(req(), [Target("a")], T0)
+    (claimed,) = await store.claim("w", T0, lease=LEASE, limit=1)
+    assert await store.release(claimed, T0)
+    (again,) = await store.claim("w2", T0, lease=LEASE, limit=1)
+    assert again.delivery.attempts == 1
+    assert not await store.release(claimed, T0)  # no longer ours

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from deskbell.clock import Clock, SystemClock
+from deskbell.delivery.breaker import BreakerConfig
 from deskbell.delivery.policy import RetryConfig
 from deskbell.models import AssistanceRequestIn, Outcome
 
@@ -64,6 +65,10 @@ class ChannelSettings(BaseModel):
     timeout: float = Field(default=15.0, gt=0, le=300, description="whole send, seconds")
     connect_timeout: float = Field(default=5.0, gt=0, le=60, description="seconds")
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    max_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="sends of this channel at once, per worker process"
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 
 @dataclass(frozen=True)

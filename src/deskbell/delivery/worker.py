@@ -1,8 +1,13 @@
 """The worker pool: claims due deliveries under a lease and runs each attempt as a task.
 
-One loop claims as many deliveries as it has free slots, so a slow send occupies one slot and
-never the loop. It sleeps until the earliest retry is due, a poll interval passes, or `wake()`
-is called (the ingest path calls it after a commit in the same process).
+One loop claims as many deliveries as it has free slots, never more of a channel than that
+channel's `max_concurrency` (minus what it already runs) and none of a channel whose breaker
+is open, so a hanging or failing channel cannot hold every slot. It sleeps until the earliest
+retry is due, a poll interval passes, or it is woken: by `wake()` after an ingest in the same
+process, by a finished attempt, or by PostgreSQL NOTIFY from another node.
+
+A heartbeat renews the leases of running sends, so a send may take longer than the lease;
+a killed process stops renewing and its deliveries are reclaimed when the lease expires.
 """
 
 from __future__ import annotations
@@ -10,20 +15,26 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 import uuid_utils
 
+from deskbell.aio import first_completed
 from deskbell.channels.base import Channel, ChannelSettings
 from deskbell.clock import Clock
+from deskbell.delivery.breaker import Breaker, BreakerState
 from deskbell.delivery.dispatch import dispatch
+from deskbell.delivery.notify import listen_for_due_work
+from deskbell.models import Outcome
 from deskbell.storage.store import Claimed, Store
 
 log = structlog.get_logger(__name__)
 
 ChannelLookup = Callable[[], Mapping[str, tuple[Channel, ChannelSettings]]]
+MIN_IDLE_SECONDS = 0.01
 
 
 def worker_id() -> str:
@@ -52,13 +63,34 @@ class WorkerPool:
         self.owner = owner or worker_id()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: dict[asyncio.Task[None], Claimed] = {}
+        self._running: Counter[str] = Counter()
+        self._breakers: dict[str, Breaker] = {}
 
     def wake(self) -> None:
         self._wake.set()
 
+    def breaker_states(self) -> dict[str, BreakerState]:
+        return {name: breaker.state for name, breaker in self._breakers.items()}
+
     async def run(self) -> None:
         log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
+        helpers = [asyncio.create_task(self._heartbeat(), name="deskbell-lease-heartbeat")]
+        if self.store.db.writer.dialect.name == "postgresql":
+            helpers.append(
+                asyncio.create_task(
+                    listen_for_due_work(self.store.db.url, self.wake, self._stopping),
+                    name="deskbell-listen",
+                )
+            )
+        try:
+            await self._loop()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _loop(self) -> None:
         while not self._stopping.is_set():
             free = self.concurrency - len(self._inflight)
             claimed: list[Claimed] = []
@@ -66,51 +98,109 @@ class WorkerPool:
                 self._wake.clear()
                 try:
                     claimed = await self.store.claim(
-                        self.owner, self.clock.now(), lease=self.lease, limit=free
+                        self.owner,
+                        self.clock.now(),
+                        lease=self.lease,
+                        limit=free,
+                        room=self._room(self.clock.now()),
                     )
                 except Exception:
                     log.exception("claim_failed")
             for item in claimed:
-                task = asyncio.create_task(self._attempt(item))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._start(item)
             if len(claimed) < free:
                 await self._idle()
             elif free <= 0:
-                await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+                await first_completed(self._stopping.wait(), others=self._inflight)
+
+    def _room(self, now: datetime) -> dict[str, int]:
+        room = {}
+        for name, (_, settings) in self.channels().items():
+            breaker = self._breakers.setdefault(name, Breaker(settings.breaker))
+            room[name] = breaker.allowance(now, settings.max_concurrency, self._running[name])
+        return room
+
+    def _start(self, claimed: Claimed) -> None:
+        channel = claimed.delivery.channel
+        self._running[channel] += 1
+        task = asyncio.create_task(self._attempt(claimed))
+        self._inflight[task] = claimed
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._inflight.pop(finished, None)
+            self._running[channel] -= 1
+            self._wake.set()  # a slot is free
+
+        task.add_done_callback(done)
 
     async def _attempt(self, claimed: Claimed) -> None:
         try:
-            await dispatch(claimed, self.channels(), self.store, self.clock)
+            recorded = await dispatch(claimed, self.channels(), self.store, self.clock)
         except Exception:
             log.exception("attempt_failed", delivery_id=claimed.delivery.id)
-        self._wake.set()  # a slot is free
+            return
+        breaker = self._breakers.get(claimed.delivery.channel)
+        if recorded is None or breaker is None:
+            return
+        changed = breaker.record(
+            transient_failure=recorded.outcome is Outcome.TRANSIENT, now=self.clock.now()
+        )
+        if changed is not None:
+            log.warning(
+                f"breaker_{'closed' if changed is BreakerState.CLOSED else 'opened'}",
+                channel=claimed.delivery.channel,
+                state=changed.value,
+                open_until=breaker.open_until.isoformat() if breaker.open_until else None,
+            )
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = [c.delivery.id for c in self._inflight.values()]
+            if not held:
+                continue
+            try:
+                kept = await self.store.renew(self.owner, held, self.clock.now(), lease=self.lease)
+            except Exception:
+                log.exception("lease_renew_failed")
+                continue
+            for lost in set(held) - kept:
+                log.warning("lease_lost", delivery_id=lost)
 
     async def _idle(self) -> None:
+        now = self.clock.now()
         timeout = self.poll_seconds
         try:
             due = await self.store.next_due_at()
         except Exception:
             due = None
         if due is not None:
-            timeout = min(timeout, max(0.0, (due - self.clock.now()).total_seconds()))
-        waiters = [
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self._stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+            timeout = min(timeout, (due - now).total_seconds())
+        for breaker in self._breakers.values():
+            if breaker.open_until is not None and breaker.state is BreakerState.OPEN:
+                timeout = min(timeout, (breaker.open_until - now).total_seconds())
+        # A due delivery we may not claim yet (its channel is full) must not make us spin.
+        await first_completed(
+            self._wake.wait(), self._stopping.wait(), timeout=max(MIN_IDLE_SECONDS, timeout)
+        )
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let in-flight sends finish for up to `grace` seconds, then cancel."""
+        """Stop claiming, let running sends finish for up to `grace` seconds, then cancel the
+        rest and give their deliveries back (due now, the attempt not counted)."""
         self._stopping.set()
+        pending: set[asyncio.Task[None]] = set()
         if self._inflight:
-            _, pending = await asyncio.wait(self._inflight, timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-        log.info("worker_stopped", owner=self.owner)
+            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+        unfinished = [self._inflight[t] for t in pending if t in self._inflight]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        now = self.clock.now()
+        for claimed in unfinished:
+            try:
+                await self.store.release(claimed, now)
+            except Exception:
+                log.exception("release_failed", delivery_id=claimed.delivery.id)
+        log.info("worker_stopped", owner=self.owner, released=len(unfinished))
