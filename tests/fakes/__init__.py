@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,19 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def wait_until_true(
+    predicate: Callable[[], Awaitable[bool]],
+    timeout: float = DEFAULT_TIMEOUT,
+    what: str = "condition",
+) -> None:
+    """Like `wait_until_async` for a predicate that must itself await (a database query)."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL * 5)
 
 
 def make_message(

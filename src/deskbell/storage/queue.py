@@ -74,9 +74,11 @@ def _candidates(
         .order_by(ranked.c.next_attempt_at)
         .limit(limit)
     )
+    # `due` again on the locking select: PostgreSQL re-checks only this WHERE against the
+    # newest row version, so a row another worker claimed meanwhile is not claimed twice.
     return (
         sa.select(deliveries.c.id)
-        .where(deliveries.c.id.in_(chosen))
+        .where(deliveries.c.id.in_(chosen), due)
         .with_for_update(skip_locked=True)
     )
 
@@ -338,6 +340,16 @@ class DeliveryQueue:
         found = await self.get_delivery(delivery_id)
         assert found is not None
         return found
+
+    async def delivery_counts(self) -> dict[tuple[str, DeliveryStatus], int]:
+        """(channel, status) -> number of deliveries; cheap enough for a status page or gauge."""
+        async with self.db.reader.connect() as conn:
+            result = await conn.execute(
+                sa.select(deliveries.c.channel, deliveries.c.status, sa.func.count()).group_by(
+                    deliveries.c.channel, deliveries.c.status
+                )
+            )
+            return {(r[0], DeliveryStatus(r[1])): int(r[2]) for r in result}
 
     async def next_due_at(self) -> datetime | None:
         """When the earliest waiting delivery becomes due, so an idle worker sleeps just enough."""
