@@ -1,0 +1,227 @@
+"""Delivery benchmark (issue: delivery you can trust). Prints JSON.
+
+For each setup (SQLite: one `deskbell serve` process that also delivers; PostgreSQL: a
+`serve --no-workers` API process and 1 or 3 `deskbell worker` processes):
+- throughput: N requests are accepted while no worker runs, then the workers start and the
+  clock runs until every delivery is `sent`: deliveries per second;
+- latency: requests at a steady rate with the workers running; for each, the time from its
+  `202` to the receiver getting the message: p50 and p99.
+
+    .venv/bin/python bench/delivery.py [--requests 3000] [--rate 200] [--seconds 10]
+Needs PostgreSQL at DESKBELL_BENCH_POSTGRES_URL (default: the local test server); the
+receiver (bench/receiver.py) stands in for Slack and answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from sqlalchemy.engine import make_url
+
+from deskbell.models import DeliveryStatus
+from deskbell.storage.engine import connect
+from deskbell.storage.migrate import upgrade
+from deskbell.storage.store import Store
+
+HERE = Path(__file__).parent
+PG = os.environ.get(
+    "DESKBELL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log.open("w")
+        self.p = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        self.log.close()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def fresh_postgres() -> tuple[str, str]:
+    base = make_url(PG)
+    name = f"deskbell_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(base.set(drivername="postgresql").render_as_string(False))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return base.set(database=name).render_as_string(hide_password=False), name
+
+
+async def drop_postgres(name: str) -> None:
+    admin = await asyncpg.connect(make_url(PG).set(drivername="postgresql").render_as_string(False))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def sent_count(store: Store) -> int:
+    counts = await store.delivery_counts()
+    return sum(n for (_, status), n in counts.items() if status is DeliveryStatus.SENT)
+
+
+async def post_all(url: str, n: int, start: int, rate: float | None) -> dict[str, float]:
+    """POST n requests (at `rate` per second, or as fast as 32 connections go); returns
+    {mark: time the 202 arrived}."""
+    accepted: dict[str, float] = {}
+    gate = asyncio.Semaphore(32)
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            mark = f"req-{start + i:06d}"
+            async with gate:
+                r = await client.post(
+                    "/v1/assistance-requests", json={"topic": "sales", "description": mark}
+                )
+            if r.status_code == 202:
+                accepted[mark] = time.time()
+
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(n):
+            if rate:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return accepted
+
+
+def percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+async def run_setup(
+    engine: str, workers: int, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    pg_name = None
+    if engine == "sqlite":
+        db_url = f"sqlite+aiosqlite:///{tmp / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+    else:
+        db_url, pg_name = await fresh_postgres()
+    database = connect(db_url)
+    await upgrade(database)
+    store = Store(database)
+    recv_port, api_port = free_port(), free_port()
+    config = tmp / "bench.yaml"
+    config.write_text(
+        "channels:\n  sales-slack:\n    type: slack\n"
+        f"    webhook_url: http://127.0.0.1:{recv_port}/hook\n    max_concurrency: 64\n"
+        "routes:\n  - match: {topic: sales}\n    to: [sales-slack]\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
+        "DESKBELL_DATABASE_URL": db_url,
+        "DESKBELL_CONFIG": str(config),
+        "DESKBELL_PORT": str(api_port),
+        "DESKBELL_LOG_LEVEL": "warning",
+        "DESKBELL_WORKERS": "64",
+    }
+    deskbell = [sys.executable, "-m", "deskbell"]
+    receiver = Proc(
+        [sys.executable, str(HERE / "receiver.py"), str(recv_port)], env, tmp / "recv.log"
+    )
+    api = Proc([*deskbell, "serve", "--no-workers"], env, tmp / "api.log")
+    procs = [receiver, api]
+    try:
+        wait_http(f"http://127.0.0.1:{recv_port}/marks")
+        wait_http(f"http://127.0.0.1:{api_port}/healthz")
+        url = f"http://127.0.0.1:{api_port}"
+        # throughput: a backlog, then the workers
+        await post_all(url, args.requests, 0, None)
+        t0 = time.monotonic()
+        if engine == "sqlite":  # the embedded setup: one process serves and delivers
+            api.stop()
+            procs.remove(api)
+            procs.append(Proc([*deskbell, "serve"], env, tmp / "serve.log"))
+            wait_http(f"{url}/healthz")
+        else:
+            procs += [Proc([*deskbell, "worker"], env, tmp / f"w{i}.log") for i in range(workers)]
+        while await sent_count(store) < args.requests:
+            await asyncio.sleep(0.05)
+        throughput = args.requests / (time.monotonic() - t0)
+        # latency: a steady rate with the workers running
+        n = int(args.rate * args.seconds)
+        accepted = await post_all(url, n, args.requests, args.rate)
+        while await sent_count(store) < args.requests + len(accepted):
+            await asyncio.sleep(0.05)
+        arrivals = httpx.get(f"http://127.0.0.1:{recv_port}/marks", timeout=10).json()
+        latencies = [(arrivals[m] - t) * 1000 for m, t in accepted.items() if m in arrivals]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        await database.dispose()
+        if pg_name:
+            await drop_postgres(pg_name)
+    return {
+        "engine": engine,
+        "worker_processes": workers,
+        "deliveries_per_second": round(throughput, 1),
+        "latency_rate_per_second": args.rate,
+        "latency_requests": len(accepted),
+        "latency_received": len(latencies),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine, workers in (("sqlite", 1), ("postgresql", 1), ("postgresql", 3)):
+            results.append(await run_setup(engine, workers, args, Path(tmp)))
+    print(
+        orjson.dumps(
+            {"benchmark": "delivery", "cpus": os.cpu_count(), "results": results},
+            option=orjson.OPT_INDENT_2,
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
