@@ -6,17 +6,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from deskbell.models import DeliveryStatus, Outcome
+from deskbell.models import Attempt, DeliveryStatus, Outcome
 from deskbell.storage.engine import connect
 from deskbell.storage.store import Store
 from deskbell.storage.tables import attempts, deliveries
 from tests.fakes import wait_until_async, wait_until_true
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, Reply
+from tests.fakes.smtp import FakeSMTP
 from tests.process import Deskbell, free_port, post_many
 
 MARK = re.compile(r"req-(\d{5})")
@@ -161,3 +163,136 @@ async def test_many_workers_on_postgres_share_the_work(
     assert len(seen) == 2000
     assert twice <= held
     assert workers_that_sent == 3
+
+
+async def attempts_by_request(db: Store, request_id: str) -> list[Attempt]:
+    stored = await db.get_request(request_id)
+    assert stored is not None
+    return [a for d in stored.deliveries for a in await db.attempts_of(d.id)]
+
+
+async def test_outage_opens_the_breaker_and_recovery_closes_it(
+    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+) -> None:
+    slack.reply_with(503)
+    config = slack_config(
+        slack,
+        max_concurrency=1,
+        breaker="{failures: 3, cool_down: 0.5}",
+        retry="{initial: 0.1, max: 0.2, max_attempts: 100}",
+    )
+    server = start(tmp_path, database_url, config)
+    try:
+        ids = await post_many(server.url, requests(5))
+        await wait_until_async(
+            lambda: server.output().count('"event": "breaker_opened"') >= 2,
+            timeout=30,
+            what="the breaker to open, probe, and open again",
+        )
+        slack.reply_with(200)
+
+        async def all_sent() -> bool:
+            return await count(db, DeliveryStatus.SENT) == 5
+
+        await wait_until_true(all_sent, timeout=30, what="all sent after recovery")
+        history = [a for r in ids for a in await attempts_by_request(db, r)]
+    finally:
+        assert server.terminate() == 0
+    log = server.output()
+    opened = log.count('"event": "breaker_opened"')
+    failed = [a for a in history if a.outcome is Outcome.TRANSIENT]
+    assert all(a.error and "503" in a.error for a in failed)
+    # 3 failures open it; after that only one probe per cool-down, each failed probe reopening
+    assert len(failed) == 3 + (opened - 1)
+    assert log.count('"event": "breaker_closed"') == 1
+    assert sum(a.outcome is Outcome.SENT for a in history) == 5
+
+
+async def test_retry_after_is_honoured(
+    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+) -> None:
+    slack.reply_next(Reply(429, retry_after=2))
+    config = slack_config(slack, retry="{initial: 0.05, max: 0.1}")
+    server = start(tmp_path, database_url, config)
+    try:
+        (request_id,) = await post_many(server.url, requests(1))
+
+        async def sent() -> bool:
+            return await count(db, DeliveryStatus.SENT) == 1
+
+        await wait_until_true(sent, timeout=20, what="sent after the 429")
+        first, second = await attempts_by_request(db, request_id)
+    finally:
+        assert server.terminate() == 0
+    assert first.outcome is Outcome.TRANSIENT
+    assert second.outcome is Outcome.SENT
+    first_done = first.started_at + timedelta(milliseconds=first.duration_ms)
+    assert (second.started_at - first_done).total_seconds() >= 2.0
+
+
+async def test_slow_channel_does_not_delay_email(
+    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+) -> None:
+    slack.delay = 5
+    with FakeSMTP() as smtp:
+        config = (
+            slack_config(slack, max_concurrency=4)
+            + """
+  - match: {topic: pricing}
+    to: [pricing-email]
+"""
+        )
+        config = config.replace(
+            "routes:",
+            f"""  pricing-email:
+    type: email
+    smtp_url: {smtp.url}
+    from: deskbell@example.com
+    to: [pricing@example.com]
+routes:""",
+        )
+        server = start(tmp_path, database_url, config, shutdown_grace_seconds="0")
+        try:
+            await post_many(server.url, requests(8))  # more than the Slack channel may run
+            await wait_until_async(
+                lambda: len(slack.requests) >= 4, timeout=10, what="Slack slots full"
+            )
+            pricing = await post_many(
+                server.url, [{"topic": "pricing", "description": f"p{i}"} for i in range(10)]
+            )
+            await smtp.wait_for_messages_async(10, timeout=10)
+            stored = [await db.get_request(r) for r in pricing]
+        finally:
+            assert server.terminate() == 0
+    for request in stored:
+        assert request is not None
+        (delivery,) = request.deliveries
+        assert delivery.status is DeliveryStatus.SENT
+        assert delivery.sent_at is not None
+        assert (delivery.sent_at - request.created_at).total_seconds() < 1.0
+
+
+async def test_sigterm_lets_sends_finish_then_releases_the_rest(
+    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+) -> None:
+    slack.delay = 1.0
+    config = slack_config(slack, max_concurrency=2)
+    server = start(tmp_path, database_url, config, shutdown_grace_seconds="3")
+    ids = await post_many(server.url, requests(2))
+    await wait_until_async(lambda: len(slack.requests) >= 2, timeout=10, what="both in flight")
+    assert server.terminate() == 0  # within the grace: both sends finish
+    assert await count(db, DeliveryStatus.SENT) == 2
+
+    slack.delay = 30
+    server = start(tmp_path, database_url, config, shutdown_grace_seconds="0.5")
+    more = await post_many(server.url, requests(2))
+    await wait_until_async(lambda: len(slack.requests) >= 4, timeout=10, what="in flight")
+    assert server.terminate(timeout=15) == 0  # past the grace: cancelled and released
+    for request_id in more:
+        stored = await db.get_request(request_id)
+        assert stored is not None
+        (delivery,) = stored.deliveries
+        assert delivery.status is DeliveryStatus.PENDING
+        assert delivery.attempts == 0
+        assert delivery.lease_owner is None
+    assert ids  # the first pair stays sent
