@@ -288,3 +288,48 @@ def test_from_key_and_secret_url() -> None:
     assert settings.model_dump(by_alias=True)["from"] == settings.from_
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in settings.model_dump_json()
+
+
+async def test_cc_and_bcc_reach_the_envelope_but_bcc_no_header(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    sender = channel(fake_smtp.url, ctx, cc=["lead@example.com"], bcc=["audit@example.com"])
+
+    assert (await sender.send(make_message())).outcome is Outcome.SENT
+
+    [mail] = fake_smtp.messages
+    assert sorted(mail.rcpt_tos) == ["audit@example.com", "lead@example.com", "sales@example.com"]
+    assert mail.message["Cc"] == "lead@example.com"
+    assert mail.message["Bcc"] is None
+    assert b"audit@example.com" not in mail.raw
+
+
+async def test_threading_headers(fake_smtp: FakeSMTP, ctx: ChannelContext) -> None:
+    sender = channel(fake_smtp.url, ctx)
+    await sender.send(make_message(delivery_id="dlv-1", request_id="req-9"))
+    await sender.send(make_message(delivery_id="dlv-2", request_id="req-9"))
+
+    first, second = (mail.message for mail in fake_smtp.messages)
+    assert first["Message-ID"] == "<dlv-1@deskbell>"
+    assert second["Message-ID"] == "<dlv-2@deskbell>"
+    assert first["References"] == second["References"] == "<request-req-9@deskbell>"
+    assert first["Auto-Submitted"] == "auto-generated"
+
+
+async def test_subject_template_is_rendered_on_one_line(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    template = {"subject": "[{{ topic }}]\n{{ customer.name or 'Someone' }} needs help\r\nBcc: x"}
+    sender = channel(fake_smtp.url, ctx, template=template)
+
+    await sender.send(make_message(FULL_REQUEST))
+
+    [mail] = fake_smtp.messages
+    assert mail.message["Subject"] == "[sales] Ana Pérez needs help Bcc: x"
+    assert mail.message["Bcc"] is None
+
+
+@pytest.mark.parametrize("key", ["cc", "bcc"])
+def test_cc_and_bcc_are_validated(key: str) -> None:
+    with pytest.raises(ValidationError, match=key):
+        settings_for("smtp://localhost", **{key: ["not-an-address"]})

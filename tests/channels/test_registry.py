@@ -15,7 +15,7 @@ from deskbell.channels import build_registry
 from deskbell.channels.base import ChannelContext, ChannelType
 from deskbell.errors import ConfigError
 
-HELPERS = {"base", "text"}  # shared code, not channel types
+HELPERS = {"base", "text", "render", "mrkdwn", "netguard", "sample"}  # shared code
 TESTS = Path(__file__).parent
 
 
@@ -38,7 +38,7 @@ def test_module_registers_one_type_and_is_tested(name: str) -> None:
 
 
 def test_registry_has_the_core_types() -> None:
-    assert {"slack", "email", "console"} <= set(build_registry())
+    assert {"slack", "email", "webhook", "apprise", "console"} <= set(build_registry())
 
 
 def test_duplicate_type_is_refused() -> None:
@@ -55,6 +55,8 @@ async def test_every_type_builds_from_minimal_settings() -> None:
             "from": "a@example.com",
             "to": ["b@example.com"],
         },
+        "webhook": {"url": "https://crm.example.com/hook"},
+        "apprise": {"urls": "json://crm.example.com/hook"},
         "console": {},
     }
     async with httpx.AsyncClient() as http:

@@ -94,7 +94,7 @@ def test_escaped_text_has_no_markup_left(raw: str) -> None:
 def test_escape_fitted_cuts_raw_text_not_entities() -> None:
     escaped = escape_fitted("&" * 5000, 3000)
     assert len(escaped) <= 3000
-    assert escaped.endswith("&amp;\u2026")
+    assert escaped.endswith("&amp;\u2026 (truncated)")
 
 
 def test_link_target_cannot_supply_its_own_label() -> None:
@@ -129,9 +129,13 @@ async def test_payload_arrives_well_formed(fake_slack: FakeSlack, ctx: ChannelCo
     texts = "\n".join(mrkdwn_texts(payload))
     for expected in ("*Customer*\nAna", "ana@example.com", "+34 600 000 000", "*Language*\nes"):
         assert expected in texts
-    assert "<https://chat.example.com/c/123|Open the conversation>" in texts
-    assert "plan: pro" in texts
-    assert "seats: 40" in texts
+    assert "*plan*\npro" in texts
+    assert "*seats*\n40" in texts
+    [actions] = [block for block in payload["blocks"] if block["type"] == "actions"]
+    [button] = actions["elements"]
+    assert button["type"] == "button"
+    assert button["url"] == "https://chat.example.com/c/123"
+    assert button["text"]["text"] == "Open the conversation"
 
 
 async def test_user_text_cannot_ping_or_fake_links(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deskbell.channels.text import ELLIPSIS, details, redact, render_template, single_line, truncate
+from deskbell.channels.text import ELLIPSIS, details, redact, single_line, truncate
 from tests.fakes import make_message
 
 
@@ -57,12 +57,6 @@ def test_details_order_and_absent_fields() -> None:
         ("Customer id", "c-1"),
         ("Language", "en-GB"),
     ]
-
-
-def test_html_templates_escape_and_text_templates_do_not() -> None:
-    message = make_message({"topic": "sales", "description": "<b>&</b>"})
-    assert "&lt;b&gt;&amp;&lt;/b&gt;" in render_template("email.html", message)
-    assert "<b>&</b>" in render_template("message.txt", message)
 
 
 def test_redact() -> None:

@@ -28,6 +28,14 @@ API
   `requests` (every request as a `RecordedRequest`: method, path, headers (lower-case
   keys), body, status); both are recorded on arrival, before any `delay`, as Slack would
   have the message even when the client gave up waiting. `clear()` empties both.
+- Web API: the same server answers `POST /api/chat.postMessage` like Slack's Web API
+  (`api_url` is the base to configure). It needs `Authorization: Bearer <token>` (attribute
+  `token`, default `xoxb-test-token`; else `invalid_auth`) and a `channel` in `channels`
+  (default `{"C0TEST"}`; else `channel_not_found`), then validates the payload like the
+  webhook (`invalid_blocks`). Answers are always HTTP 200 with `{"ok": ...}` JSON, except a
+  queued/standing `Reply` with another status (429, 5xx) which is sent as that status.
+  `Reply.api_error("not_in_channel")` is an `ok: false` answer; a payload counts in
+  `payloads` only when the answer was ok.
 - Waiting: `wait_for_payloads(n, timeout=5.0)` / `await wait_for_payloads_async(n, timeout)`
   return the payloads once at least `n` arrived, else raise AssertionError;
   `wait_for_requests(n)` / `wait_for_requests_async(n)` the same for all requests.
@@ -45,6 +53,7 @@ from typing import Any
 from tests.fakes import DEFAULT_TIMEOUT, wait_until, wait_until_async
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+API_PATH = "/api/chat.postMessage"
 DEFAULT_BODIES = {
     200: "ok",
     400: "invalid_payload",
@@ -68,6 +77,19 @@ class Reply:
     @property
     def text(self) -> str:
         return self.body if self.body is not None else DEFAULT_BODIES.get(self.status, "error")
+
+    @classmethod
+    def api_error(cls, error: str) -> Reply:
+        """A Web API refusal: HTTP 200 with `{"ok": false, "error": error}`."""
+        return cls(200, json.dumps({"ok": False, "error": error}))
+
+    @property
+    def api_text(self) -> str:
+        if self.body is not None:
+            return self.body
+        if self.status == 200:
+            return json.dumps({"ok": True, "channel": "C0TEST", "ts": "1700000000.000100"})
+        return json.dumps({"ok": False, "error": DEFAULT_BODIES.get(self.status, "error")})
 
 
 @dataclass(frozen=True)
@@ -117,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: bytes) -> None:
         fake = self.server.fake
+        if self.path == API_PATH:
+            self._answer_api(body)
+            return
         if self.path != fake.path:
             reply = Reply(404)
         elif self.command != "POST" or invalid_reason(self.headers.get("Content-Type", ""), body):
@@ -125,12 +150,37 @@ class _Handler(BaseHTTPRequestHandler):
             reply = fake._next_reply()
         headers = {key.lower(): value for key, value in self.headers.items()}
         fake._record(RecordedRequest(self.command, self.path, headers, body, reply.status))
+        self._send(reply, reply.text, "text/html")
+
+    def _answer_api(self, body: bytes) -> None:
+        fake = self.server.fake
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        if self.command != "POST":
+            reply = Reply.api_error("invalid_request")
+        elif headers.get("authorization") != f"Bearer {fake.token}":
+            reply = Reply.api_error("invalid_auth")
+        elif invalid_reason(headers.get("content-type", ""), body):
+            reply = Reply.api_error("invalid_blocks")
+        elif json.loads(body).get("channel") not in fake.channels:
+            reply = Reply.api_error("channel_not_found")
+        else:
+            reply = fake._next_reply()
+        try:
+            ok = reply.status == 200 and json.loads(reply.api_text).get("ok") is True
+        except ValueError:  # a deliberately broken answer (a proxy's HTML page)
+            ok = False
+        recorded = RecordedRequest(self.command, self.path, headers, body, reply.status)
+        fake._record(recorded, accepted=ok)
+        self._send(reply, reply.api_text, "application/json")
+
+    def _send(self, reply: Reply, text: str, content_type: str) -> None:
+        fake = self.server.fake
         if fake.delay > 0:
             fake._stopping.wait(fake.delay)
-        data = reply.text.encode()
+        data = text.encode()
         try:
             self.send_response(reply.status)
-            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             if reply.retry_after is not None:
                 self.send_header("Retry-After", str(reply.retry_after))
@@ -158,6 +208,8 @@ class FakeSlack:
     def __init__(self, path: str = DEFAULT_PATH, host: str = "127.0.0.1", port: int = 0) -> None:
         self.path = path
         self.delay = 0.0
+        self.token = "xoxb-test-token"
+        self.channels = {"C0TEST"}
         self._address = (host, port)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -208,6 +260,11 @@ class FakeSlack:
     @property
     def url(self) -> str:
         return self.base_url + self.path
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base, as a channel's `api_url`."""
+        return self.base_url + "/api"
 
     def reply_with(
         self, status: int, body: str | None = None, retry_after: int | None = None
@@ -264,8 +321,8 @@ class FakeSlack:
         with self._lock:
             return self._queued.pop(0) if self._queued else self._standing
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, request: RecordedRequest, accepted: bool | None = None) -> None:
         with self._lock:
             self._requests.append(request)
-            if 200 <= request.status < 300:
+            if accepted if accepted is not None else 200 <= request.status < 300:
                 self._payloads.append(json.loads(request.body))

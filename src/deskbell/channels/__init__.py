@@ -19,7 +19,9 @@ from deskbell.channels.base import ChannelType
 from deskbell.errors import ConfigError
 
 ENTRY_POINT_GROUP = "deskbell.channels"
-_BUILTIN = ("deskbell.channels.slack", "deskbell.channels.email", "deskbell.channels.console")
+_BUILTIN = tuple(
+    f"deskbell.channels.{name}" for name in ("slack", "email", "webhook", "apprise", "console")
+)
 
 
 def _builtin_types() -> Iterable[ChannelType]:

@@ -11,14 +11,17 @@ import email.utils
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from pathlib import Path
+from typing import IO, Any, ClassVar, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from deskbell.channels.render import TemplateOverride, TemplateSpec, compile_override, load_override
 from deskbell.clock import Clock, SystemClock
 from deskbell.delivery.breaker import BreakerConfig
 from deskbell.delivery.policy import RetryConfig
+from deskbell.errors import TemplateError
 from deskbell.models import AssistanceRequestIn, Outcome
 
 
@@ -69,6 +72,32 @@ class ChannelSettings(BaseModel):
         default=8, ge=1, le=1024, description="sends of this channel at once, per worker process"
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    template: dict[str, TemplateOverride] = Field(default_factory=dict)
+
+    # The templates this channel type renders (see channels/render.py); a subclass sets it.
+    TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {}
+
+    @field_validator("template", mode="before")
+    @classmethod
+    def _read_template_files(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, dict):
+            return value
+        config_dir = (info.context or {}).get("config_dir")
+        base = Path(config_dir) if config_dir is not None else None
+        return {name: load_override(item, base) for name, item in value.items()}
+
+    @model_validator(mode="after")
+    def _templates_compile(self) -> ChannelSettings:
+        unknown = sorted(set(self.template) - set(self.TEMPLATES))
+        if unknown:
+            known = ", ".join(self.TEMPLATES) or "none"
+            raise ValueError(f"template: unknown {unknown}; {self.type} channels have: {known}")
+        for name, override in self.template.items():
+            try:
+                compile_override(name, override, self.TEMPLATES[name])
+            except TemplateError as exc:  # a ValueError, so pydantic reports it with the key
+                raise ValueError(str(exc)) from None
+        return self
 
 
 @dataclass(frozen=True)

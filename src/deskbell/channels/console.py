@@ -7,17 +7,20 @@ Config block (no keys of its own):
 
 It writes to `ChannelContext.console` when one is given (tests hand in a StringIO), else to
 the process's stdout at send time, so a redirected stdout is honoured. The text is the
-`message.txt` template that the email channel also uses, framed so consecutive requests are
-easy to tell apart in a busy terminal.
+template `text` (default `message.txt`, which the email channel also uses), framed so
+consecutive requests are easy to tell apart in a busy terminal.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
+from deskbell.channels import render as templates
 from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
-from deskbell.channels.text import render_template
+from deskbell.channels.render import TemplateSpec
+from deskbell.errors import TemplateError
 
 RULE = "=" * 72
 
@@ -25,10 +28,13 @@ RULE = "=" * 72
 class ConsoleSettings(ChannelSettings):
     type: Literal["console"]
 
+    TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {"text": TemplateSpec("message.txt")}
 
-def render(message: Message) -> str:
-    """The framed, multi-line text one send writes."""
-    body = render_template("message.txt", message).rstrip("\n")
+
+def render(message: Message, settings: ConsoleSettings) -> str:
+    """The framed, multi-line text one send writes (template `text`)."""
+    body = templates.render("text", message, settings.TEMPLATES, settings.template)
+    body = body.rstrip("\n")
     return f"{RULE}\n[deskbell -> {message.channel}]\n{body}\n{RULE}\n"
 
 
@@ -43,7 +49,11 @@ class ConsoleChannel:
     async def send(self, message: Message) -> SendResult:
         stream = self._ctx.console if self._ctx.console is not None else sys.stdout
         try:
-            stream.write(render(message))
+            text = render(message, self._settings)
+        except TemplateError as exc:
+            return SendResult.permanent(str(exc))
+        try:
+            stream.write(text)
             stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: I/O operation on closed file
             return SendResult.transient(f"console write failed: {exc}")

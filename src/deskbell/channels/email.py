@@ -8,6 +8,10 @@ Config block:
       starttls: false              # true: upgrade a smtp:// connection with STARTTLS
       from: deskbell@example.com   # or "Deskbell <deskbell@example.com>"
       to: [pricing@example.com]
+      cc: [sales-lead@example.com] # optional, shown to every recipient
+      bcc: [audit@example.com]     # optional, receives it without being shown
+      template:                    # optional overrides: subject, text, html (see render.py)
+        subject: "[{{ topic }}] {{ customer.name or 'A customer' }} needs help"
 
 `smtp_url` picks the transport by its scheme, and `starttls` is the one other switch:
 
@@ -20,6 +24,11 @@ Config block:
 
 User and password are percent-decoded (`%40` for `@`). Certificates are always verified.
 The URL holds a password, so it is a `SecretStr` and never appears in an error message.
+
+Threading: `Message-ID` is derived from the delivery id, so a retried send that did arrive twice
+is recognisable as the same message; `References` names one id per request, so every email
+about a request (a fallback, a manual retry) threads together; `Auto-Submitted` keeps
+auto-responders from answering.
 """
 
 from __future__ import annotations
@@ -28,22 +37,26 @@ import asyncio
 import email.utils
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import validate_email
 
+from deskbell.channels import render as templates
 from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
-from deskbell.channels.text import render_template, single_line
+from deskbell.channels.render import Mode, TemplateSpec
+from deskbell.channels.text import single_line
+from deskbell.errors import TemplateError
 
 log = logging.getLogger(__name__)
 
 SUBJECT_PREFIX = "[deskbell]"
-SUBJECT_DESCRIPTION_CHARS = 60
+SUBJECT_LIMIT = 250
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -133,15 +146,23 @@ class EmailSettings(ChannelSettings):
     starttls: bool = False
     from_: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+
+    TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {
+        "subject": TemplateSpec("email_subject.txt"),
+        "text": TemplateSpec("message.txt"),
+        "html": TemplateSpec("email.html", Mode.HTML),
+    }
 
     @field_validator("from_")
     @classmethod
     def _from_address(cls, value: str) -> str:
         return _address(value)
 
-    @field_validator("to")
+    @field_validator("to", "cc", "bcc")
     @classmethod
-    def _to_addresses(cls, value: list[str]) -> list[str]:
+    def _addresses(cls, value: list[str]) -> list[str]:
         return [_address(item) for item in value]
 
     @model_validator(mode="after")
@@ -154,17 +175,27 @@ class EmailSettings(ChannelSettings):
         return parse_smtp_url(self.smtp_url.get_secret_value(), starttls=self.starttls)
 
 
-def subject(message: Message) -> str:
-    """`[deskbell] topic: first 60 characters of the description`, on one line."""
-    request = message.request
-    summary = single_line(request.description, SUBJECT_DESCRIPTION_CHARS)
-    return single_line(f"{SUBJECT_PREFIX} {request.topic}: {summary}")
+def _render(name: str, message: Message, settings: EmailSettings) -> str:
+    return templates.render(name, message, settings.TEMPLATES, settings.template)
+
+
+def subject(message: Message, settings: EmailSettings) -> str:
+    """The `subject` template on one line (default: `[deskbell] topic: first 60 characters of
+    the description`); a template that renders blank falls back to `[deskbell] topic`."""
+    rendered = single_line(_render("subject", message, settings), SUBJECT_LIMIT)
+    return rendered or f"{SUBJECT_PREFIX} {message.request.topic}"
 
 
 def message_id(delivery_id: str) -> str:
     """Stable per delivery, so a retried send that did arrive twice can be spotted as one."""
     local = _MESSAGE_ID_UNSAFE.sub("-", delivery_id) or "delivery"
     return f"<{local}@deskbell>"
+
+
+def thread_id(request_id: str) -> str:
+    """One id per request, named in `References` so its emails thread together."""
+    local = _MESSAGE_ID_UNSAFE.sub("-", request_id) or "request"
+    return f"<request-{local}@deskbell>"
 
 
 def build_email(message: Message, settings: EmailSettings, ctx: ChannelContext) -> EmailMessage:
@@ -174,19 +205,23 @@ def build_email(message: Message, settings: EmailSettings, ctx: ChannelContext) 
     rendered with autoescaping on, so `<script>` in a description arrives as text.
     """
     mail = EmailMessage()
-    mail["Subject"] = subject(message)
+    mail["Subject"] = subject(message, settings)
     mail["From"] = settings.from_
     mail["To"] = ", ".join(settings.to)
+    if settings.cc:
+        mail["Cc"] = ", ".join(settings.cc)
     mail["Date"] = email.utils.format_datetime(ctx.clock.now())
     mail["Message-ID"] = message_id(message.delivery_id)
+    mail["References"] = thread_id(message.request_id)
+    mail["Auto-Submitted"] = "auto-generated"
     customer = message.request.customer
     if customer is not None and customer.email:
         name = single_line(customer.name or "", 100)
         mail["Reply-To"] = email.utils.formataddr((name, single_line(customer.email)))
     mail["X-Deskbell-Request-Id"] = single_line(message.request_id, 200)
     mail["X-Deskbell-Topic"] = message.request.topic
-    mail.set_content(render_template("message.txt", message))
-    mail.add_alternative(render_template("email.html", message), subtype="html")
+    mail.set_content(_render("text", message, settings))
+    mail.add_alternative(_render("html", message, settings), subtype="html")
     return mail
 
 
@@ -206,14 +241,21 @@ class EmailChannel:
 
     async def send(self, message: Message) -> SendResult:
         target = self._target
-        mail = build_email(message, self._settings, self._ctx)
+        try:
+            mail = build_email(message, self._settings, self._ctx)
+        except TemplateError as exc:
+            return SendResult.permanent(str(exc))
+        settings = self._settings
         try:
             # aiosmtplib's timeout is per command; the outer one bounds the whole send.
             async with asyncio.timeout(self._settings.timeout):
                 refused, _ = await aiosmtplib.send(
                     mail,
                     sender=_mailbox(self._settings.from_),
-                    recipients=[_mailbox(item) for item in self._settings.to],
+                    # Bcc goes to the envelope only, never into a header.
+                    recipients=[
+                        _mailbox(item) for item in (*settings.to, *settings.cc, *settings.bcc)
+                    ],
                     hostname=target.host,
                     port=target.port,
                     username=target.username,

@@ -1,27 +1,43 @@
-"""Slack through an Incoming Webhook: one JSON POST per delivery.
+"""Slack: an Incoming Webhook or the Web API (`chat.postMessage`), one Block Kit message each.
 
-Config block:
+Config block, one of:
 
-    sales-slack:
+    sales-slack:                          # Incoming Webhook: the channel is fixed by the URL
       type: slack
       webhook_url: ${SLACK_WEBHOOK_URL}   # https://hooks.slack.com/services/T.../B.../...
 
-Everything a customer or a chatbot wrote is escaped with `escape_mrkdwn` before it reaches
-Slack, because Slack reads message text as markup: `<!channel>` pings a whole channel and
-`<http://evil|Your bank>` shows a link whose label lies about its target. The webhook URL is
-a credential (anyone holding it can post), so it is a `SecretStr` and is scrubbed from errors.
+    sales-slack-bot:                      # Web API: a bot token and a channel id
+      type: slack
+      token: ${SLACK_BOT_TOKEN}           # xoxb-..., needs the chat:write scope
+      channel: C0123456789                # the bot must be a member of the channel
+      template:                           # optional overrides: header, body, text
+        body: "*New lead:* {{ description }}"
+
+The message: a header with the topic, the description (`body`), fields for the customer and
+language, a Metadata section of fields, a button to the conversation and a context line with
+the request id; `text` is the plain fallback shown in notifications. Every value from the
+request is escaped (mrkdwn.py), and anything over Slack's limits is cut with a visible
+"(truncated)" marker instead of being refused with `invalid_blocks`.
+
+The two transports answer differently. A webhook speaks HTTP status codes (shared classifier).
+The Web API answers `200 {"ok": false, "error": "..."}`: `ratelimited` and Slack-side
+failures are transient, everything else (`invalid_auth`, `channel_not_found`,
+`not_in_channel`, ...) is permanent, because repeating the call cannot fix a token or a
+membership. The webhook URL and the token are credentials: `SecretStr`, scrubbed from errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import ConfigDict, SecretStr, field_validator
+from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
+from deskbell.channels import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -32,125 +48,157 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
-from deskbell.channels.text import details, metadata_items, redact, truncate
+from deskbell.channels.mrkdwn import (
+    WORD_JOINER,
+    escape_fitted,
+    escape_mrkdwn,
+    fit_escaped,
+    slack_link,
+)
+from deskbell.channels.render import Mode, TemplateSpec
+from deskbell.channels.text import ELLIPSIS, details, metadata_items, redact, truncate
+from deskbell.errors import TemplateError
 
-# Slack's own limits (Block Kit reference): a header's plain text, a section's text and a
-# section field. Staying under them avoids an `invalid_blocks` 400 that no retry could fix.
+__all__ = ["CHANNEL_TYPE", "WORD_JOINER", "escape_fitted", "escape_mrkdwn", "slack_link"]
+
+# Slack's own limits (Block Kit reference): header plain text, section text, section field,
+# fields per section, button text and URL; `text` beyond 4,000 characters is cut by Slack.
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
-FALLBACK_SUMMARY = 300
-
-WORD_JOINER = "\u2060"
-_BROADCAST = re.compile(r"@(channel|here|everyone)", re.IGNORECASE)
-
-
-def escape_mrkdwn(text: str) -> str:
-    """User text made inert for Slack's mrkdwn.
-
-    `&`, `<` and `>` become entities, as Slack documents, so no `<!here>`, `<@U123>`, `<#C1>`
-    or `<url|label>` survives. A bare `@channel`, `@here` or `@everyone` gets a word joiner
-    after the `@`, so it reads the same but pings nobody even where Slack links names.
-    Formatting characters (`*`, `_`, `~`, backticks) are left alone: they can only change how
-    the text looks, never whom it reaches or where a link goes.
-    """
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _BROADCAST.sub(lambda match: "@" + WORD_JOINER + match.group(1), escaped)
+FIELDS_PER_SECTION = 10
+BUTTON_URL_LIMIT = 3000
+TEXT_LIMIT = 4000
+DEFAULT_API_URL = "https://slack.com/api"
+# Web API errors worth retrying; every other error code is permanent.
+TRANSIENT_API_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
+     "request_timeout", "team_added_to_org"}
+)  # fmt: skip
 
 
-def escape_fitted(text: str, limit: int) -> str:
-    """`escape_mrkdwn(text)` no longer than `limit`, cutting the raw text (never the escaped
-    one, which could leave half an entity behind)."""
-    cut = limit
-    while True:
-        escaped = escape_mrkdwn(truncate(text, cut))
-        if len(escaped) <= limit:
-            return escaped
-        # Shrink in proportion to the overflow; at least one character, so this ends.
-        cut = min(cut - 1, cut * limit // len(escaped))
-
-
-def slack_link(url: str, label: str) -> str:
-    """A mrkdwn link whose target and label cannot be bent by what is inside either.
-
-    The URL is already a validated http(s) URL; `&<>` become entities and `|` is percent-encoded
-    so nothing in it can end the target early and supply a label of its own.
-    """
-    target = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
-    return f"<{target}|{escape_mrkdwn(label)}>"
-
-
-def build_payload(message: Message) -> dict[str, Any]:
-    """The webhook body: `text` is the plain fallback used in notifications, `blocks` is what
-    the channel shows. Both carry only escaped user text."""
-    request = message.request
-    summary = escape_fitted(request.description, FALLBACK_SUMMARY)
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {
-                "type": "plain_text",
-                "text": truncate(f"Assistance requested: {request.topic}", HEADER_LIMIT),
-            },
-        },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": escape_fitted(request.description, SECTION_LIMIT)},
-        },
-    ]
-    fields = [
+def _fields(items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    label_room = FIELD_LIMIT - 100  # a label is short; leave it room
+    return [
         {
             "type": "mrkdwn",
-            "text": f"*{item.label}*\n" + escape_fitted(item.value, FIELD_LIMIT - 40),
+            "text": f"*{escape_fitted(label, 80)}*\n{escape_fitted(value, label_room)}",
         }
-        for item in details(request)
+        for label, value in items
     ]
-    if fields:
-        blocks.append({"type": "section", "fields": fields[:10]})
-    if request.conversation_url:
-        link = slack_link(request.conversation_url, "Open the conversation")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link}})
-    metadata = "  \u00b7  ".join(f"{item.label}: {item.value}" for item in metadata_items(request))
-    if metadata:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": escape_fitted(metadata, SECTION_LIMIT)}],
-            }
-        )
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": escape_mrkdwn(f"request {message.request_id} via deskbell"),
-                }
-            ],
+
+
+def build_blocks(message: Message, header: str, body: str) -> list[dict[str, Any]]:
+    """The Block Kit layout; `header` is plain text, `body` is already-escaped mrkdwn."""
+    request = message.request
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": truncate(header, HEADER_LIMIT)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": fit_escaped(body, SECTION_LIMIT)}},
+    ]
+    who = _fields([(item.label, item.value) for item in details(request)])
+    if who:
+        blocks.append({"type": "section", "fields": who[:FIELDS_PER_SECTION]})
+    metadata = _fields([(item.label, item.value) for item in metadata_items(request)])
+    for start in range(0, len(metadata), FIELDS_PER_SECTION):
+        section: dict[str, Any] = {"type": "section"}
+        if start == 0:
+            section["text"] = {"type": "mrkdwn", "text": "*Metadata*"}
+        section["fields"] = metadata[start : start + FIELDS_PER_SECTION]
+        blocks.append(section)
+    url = request.conversation_url
+    if url and len(url) <= BUTTON_URL_LIMIT:
+        button = {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Open the conversation"},
+            "url": url,
+            "action_id": "deskbell-open-conversation",
         }
-    )
-    return {"text": f"Assistance requested ({request.topic}): {summary}", "blocks": blocks}
+        blocks.append({"type": "actions", "elements": [button]})
+    elif url:  # too long for a button: a link Slack will at least show
+        link = fit_escaped(slack_link(url, "Open the conversation"), SECTION_LIMIT, ELLIPSIS)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link}})
+    footer = escape_mrkdwn(f"request {message.request_id} via deskbell")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
+    return blocks
+
+
+def build_payload(message: Message, settings: SlackSettings) -> dict[str, Any]:
+    """`text` (the notification fallback) and `blocks`, from the channel's templates."""
+
+    def render(name: str) -> str:
+        return templates.render(name, message, settings.TEMPLATES, settings.template).strip()
+
+    text = fit_escaped(render("text"), TEXT_LIMIT) or escape_mrkdwn(message.request.topic)
+    blocks = build_blocks(message, render("header") or ELLIPSIS, render("body") or ELLIPSIS)
+    return {"text": text, "blocks": blocks}
 
 
 class SlackSettings(ChannelSettings):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     type: Literal["slack"]
-    webhook_url: SecretStr
+    webhook_url: SecretStr | None = None
+    token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = DEFAULT_API_URL
+
+    TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {
+        "header": TemplateSpec("slack_header.txt"),  # plain_text: Slack does not parse it
+        "body": TemplateSpec("slack_body.txt", Mode.MRKDWN),
+        "text": TemplateSpec("slack_text.txt", Mode.MRKDWN),
+    }
 
     @field_validator("webhook_url")
     @classmethod
-    def _http_url(cls, value: SecretStr) -> SecretStr:
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
         # The message never repeats the value: it is a credential.
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if value is not None and not _is_http_url(value.get_secret_value()):
             raise ValueError("must be an http(s) URL such as https://hooks.slack.com/services/...")
         return value
 
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not _is_http_url(value):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> SlackSettings:
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("set either webhook_url, or token and channel (the Web API)")
+        if self.token is not None and not self.channel:
+            raise ValueError("channel: required with token (a channel id such as C0123456789)")
+        if self.webhook_url is not None and self.channel:
+            raise ValueError("channel: only with token; a webhook's URL fixes its channel")
+        return self
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def classify_api_answer(response: httpx.Response, now: datetime | None = None) -> SendResult:
+    """A Web API answer: HTTP status first (429 with Retry-After, 5xx), then `ok`/`error`."""
+    if not 200 <= response.status_code < 300:
+        return classify_http(response.status_code, response.headers, response.text, now)
+    try:
+        answer = response.json()
+    except ValueError:
+        return SendResult.transient("Slack API answered with something that is not JSON")
+    if not isinstance(answer, dict):
+        return SendResult.transient("Slack API answered with an unexpected JSON value")
+    if answer.get("ok") is True:
+        return SendResult.sent()
+    error = str(answer.get("error") or "unknown_error")[:100]
+    if error in TRANSIENT_API_ERRORS:
+        return SendResult.transient(f"Slack API error: {error}")
+    return SendResult.permanent(f"Slack API error: {error}")
+
 
 class SlackChannel:
-    """Posts one message per send; Slack's answer goes through the shared HTTP classifier
-    (400 `invalid_payload`, 403/404 `no_service` are permanent; 429 and 5xx transient)."""
+    """Posts one message per send, through the webhook or `chat.postMessage`."""
 
     def __init__(self, name: str, settings: SlackSettings, ctx: ChannelContext) -> None:
         self.name = name
@@ -158,11 +206,17 @@ class SlackChannel:
         self._ctx = ctx
 
     async def send(self, message: Message) -> SendResult:
-        url = self._settings.webhook_url.get_secret_value()
+        settings = self._settings
         try:
-            response = await self._ctx.http.post(
-                url, json=build_payload(message), timeout=http_timeout(self._settings)
-            )
+            payload = build_payload(message, settings)
+        except TemplateError as exc:
+            return SendResult.permanent(str(exc))
+        if settings.token is not None:
+            return await self._post_api(payload, settings.token.get_secret_value())
+        assert settings.webhook_url is not None  # the settings model guarantees one transport
+        url = settings.webhook_url.get_secret_value()
+        try:
+            response = await self._ctx.http.post(url, json=payload, timeout=http_timeout(settings))
         except httpx.HTTPError as exc:
             return _scrubbed(classify_http_error(exc), url)
         result = classify_http(
@@ -170,9 +224,22 @@ class SlackChannel:
         )
         return _scrubbed(result, url)
 
+    async def _post_api(self, payload: dict[str, Any], token: str) -> SendResult:
+        body = {**payload, "channel": self._settings.channel, "unfurl_links": False}
+        try:
+            response = await self._ctx.http.post(
+                f"{self._settings.api_url}/chat.postMessage",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=http_timeout(self._settings),
+            )
+        except httpx.HTTPError as exc:
+            return _scrubbed(classify_http_error(exc), token)
+        return _scrubbed(classify_api_answer(response, self._ctx.clock.now()), token)
 
-def _scrubbed(result: SendResult, url: str) -> SendResult:
-    return dataclasses.replace(result, error=redact(result.error, url))
+
+def _scrubbed(result: SendResult, secret: str) -> SendResult:
+    return dataclasses.replace(result, error=redact(result.error, secret))
 
 
 CHANNEL_TYPE = ChannelType(name="slack", settings_model=SlackSettings, factory=SlackChannel)

@@ -2,26 +2,22 @@
 to make user text safe for a single-line header.
 
 Keeping the field list here means Slack, email and the console show the same facts in the same
-order, and a new request field is added to every channel in one place. The default templates in
-`templates/` are rendered through `render_template`, whose environment escapes HTML by default
-(only `*.txt` templates are rendered raw), so a template added later is safe unless it opts out.
+order, and a new request field is added to every channel in one place. `template_context` is what
+every template (default or from config, see render.py) may use.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-
-from deskbell.channels.base import Message
 from deskbell.models import AssistanceRequestIn
 
-TEMPLATE_DIR = Path(__file__).parent / "templates"
+if TYPE_CHECKING:  # base.py imports the renderer, which imports this module
+    from deskbell.channels.base import Message
+
 ELLIPSIS = "\u2026"
 _SPACES = re.compile(r"\s+")
 # Categories a header or a one-line label must never carry: controls (CR, LF, NUL, ...), format
@@ -94,41 +90,31 @@ def _display(value: object) -> str:
 
 
 def template_context(message: Message) -> dict[str, Any]:
-    """What a template may use. Adding a key here is how a template gets a new fact."""
+    """What a template may use. Adding a key here is how a template gets a new fact.
+
+    Optional facts are always present (None when absent; `customer` always has its four keys),
+    so `{% if customer.name %}` works in a strict template without a guard for each level.
+    """
     request = message.request
+    customer = request.customer
     return {
         "topic": request.topic,
         "description": request.description,
         "details": details(request),
         "metadata": metadata_items(request),
+        "customer": {
+            key: getattr(customer, key) if customer is not None else None
+            for key in ("id", "name", "email", "phone")
+        },
+        "language": request.language,
         "conversation_url": request.conversation_url,
+        "request": request.model_dump(mode="json"),
         "request_id": message.request_id,
         "delivery_id": message.delivery_id,
         "channel": message.channel,
+        "attempt": message.attempt,
         "accepted_at": message.accepted_at.isoformat(timespec="seconds"),
     }
-
-
-@functools.cache
-def _environment() -> jinja2.Environment:
-    # Cached: building the environment parses nothing, but loaded templates are kept compiled.
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
-        autoescape=jinja2.select_autoescape(disabled_extensions=("txt",), default=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-def render_template(name: str, message: Message) -> str:
-    """Render a default template from `templates/` for one message.
-
-    StrictUndefined makes a typo in a template an error at the first render rather than an
-    empty gap in every notification.
-    """
-    return _environment().get_template(name).render(template_context(message))
 
 
 def redact(text: str | None, secret: str) -> str | None:

@@ -1,0 +1,181 @@
+"""Webhook: POST the request as JSON to any URL, signed the Standard Webhooks way.
+
+Config block:
+
+    crm-webhook:
+      type: webhook
+      url: ${CRM_WEBHOOK_URL}              # http(s); treated as a secret (tokens live in URLs)
+      secret: ${CRM_WEBHOOK_SECRET}        # optional whsec_<base64>; signs every POST
+      headers: {X-Api-Key: ${CRM_KEY}}     # optional extra headers, values kept secret
+      allow_private_networks: false        # true to reach loopback/private/link-local hosts
+      timeout: 10
+
+Body (`Content-Type: application/json`), the Standard Webhooks envelope:
+
+    {"type": "assistance_request.accepted", "timestamp": "<send time>",
+     "data": {"request_id", "delivery_id", "channel", "accepted_at", "attempt", "request": {...}}}
+
+Headers `webhook-id` (the delivery id: the same on every retry, so a receiver can drop a
+repeat), `webhook-timestamp` (Unix seconds) and, with a secret, `webhook-signature`:
+`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, computed by the `standardwebhooks`
+reference library, so any Standard Webhooks verifier accepts it.
+
+The destination is checked after DNS resolution and the connection goes to the checked
+address (netguard.py): a config cannot make deskbell call its own admin port, the private
+network or the cloud metadata service by accident. Redirects are never followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+from typing import Any, Literal
+
+import httpx
+import orjson
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+from standardwebhooks.webhooks import Webhook
+
+from deskbell import __version__
+from deskbell.channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    ChannelType,
+    Message,
+    SendResult,
+    classify_http,
+    classify_http_error,
+    http_timeout,
+)
+from deskbell.channels.netguard import BlockedDestination, UnresolvableHost, pin
+from deskbell.channels.text import redact
+
+EVENT_TYPE = "assistance_request.accepted"
+SECRET_PREFIX = "whsec_"  # noqa: S105  # a format prefix, not a secret
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "transfer-encoding", "connection",
+     "webhook-id", "webhook-timestamp", "webhook-signature"}
+)  # fmt: skip
+
+
+class WebhookSettings(ChannelSettings):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    type: Literal["webhook"]
+    url: SecretStr
+    secret: SecretStr | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    allow_private_networks: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            parsed = httpx.URL(value.get_secret_value())
+        except httpx.InvalidURL:
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("must be an http(s) URL such as https://crm.example.com/hooks/x")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix(SECRET_PREFIX), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not raw.startswith(SECRET_PREFIX) or not 24 <= len(key) <= 64:
+            raise ValueError("must be whsec_ followed by 24 to 64 bytes in base64")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, header in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"{name} is set by deskbell and cannot be overridden")
+            if any(char in header.get_secret_value() for char in "\r\n\0"):
+                raise ValueError(f"the value of {name} must be one line")
+        return value
+
+
+def build_body(message: Message, sent_at: str) -> bytes:
+    data: dict[str, Any] = {
+        "request_id": message.request_id,
+        "delivery_id": message.delivery_id,
+        "channel": message.channel,
+        "accepted_at": message.accepted_at.isoformat(),
+        "attempt": message.attempt,
+        "request": message.request.model_dump(mode="json", exclude_none=True),
+    }
+    return orjson.dumps({"type": EVENT_TYPE, "timestamp": sent_at, "data": data})
+
+
+class WebhookChannel:
+    """One signed POST per send; the answer goes through the shared HTTP classifier. A refused
+    destination is permanent (config), an unresolvable host transient (DNS may recover)."""
+
+    def __init__(self, name: str, settings: WebhookSettings, ctx: ChannelContext) -> None:
+        self.name = name
+        self._settings = settings
+        self._ctx = ctx
+        secret = settings.secret
+        self._signer = Webhook(secret.get_secret_value()) if secret is not None else None
+
+    async def send(self, message: Message) -> SendResult:
+        settings = self._settings
+        url = settings.url.get_secret_value()
+        try:
+            target = await pin(url, settings.allow_private_networks)
+        except BlockedDestination as exc:
+            return SendResult.permanent(str(exc))
+        except UnresolvableHost as exc:
+            return SendResult.transient(str(exc))
+        now = self._ctx.clock.now()
+        body = build_body(message, now.isoformat())
+        headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
+        headers.update(
+            {
+                "Host": target.host_header,
+                "Content-Type": "application/json",
+                "User-Agent": f"deskbell/{__version__}",
+                "webhook-id": message.delivery_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+            }
+        )
+        if self._signer is not None:
+            headers["webhook-signature"] = self._signer.sign(
+                message.delivery_id, now, body.decode()
+            )
+        extensions = {"sni_hostname": target.sni} if target.sni else None
+        try:
+            response = await self._ctx.http.post(
+                target.url,
+                content=body,
+                headers=headers,
+                timeout=http_timeout(settings),
+                follow_redirects=False,
+                extensions=extensions,
+            )
+        except httpx.HTTPError as exc:
+            return self._scrubbed(classify_http_error(exc), url, str(target.url))
+        result = classify_http(response.status_code, response.headers, response.text, now=now)
+        return self._scrubbed(result, url, str(target.url))
+
+    def _scrubbed(self, result: SendResult, *secrets: str) -> SendResult:
+        error = result.error
+        for secret in (*secrets, *(v.get_secret_value() for v in self._settings.headers.values())):
+            error = redact(error, secret)
+        return dataclasses.replace(result, error=error)
+
+
+CHANNEL_TYPE = ChannelType(name="webhook", settings_model=WebhookSettings, factory=WebhookChannel)

@@ -1,0 +1,102 @@
+"""Apprise channel through Apprise's generic `json://` scheme, aimed at a real local receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from deskbell.channels.apprise import CHANNEL_TYPE, AppriseChannel
+from deskbell.channels.base import ChannelContext
+from deskbell.models import Outcome
+from tests.fakes import make_message
+from tests.fakes.receiver import Receiver
+
+
+def json_url(receiver: Receiver) -> str:
+    return receiver.url.replace("http://", "json://", 1)
+
+
+def channel(ctx: ChannelContext, **block: Any) -> AppriseChannel:
+    settings = CHANNEL_TYPE.settings_model.model_validate({"type": "apprise", **block})
+    built = CHANNEL_TYPE.factory("ops-apprise", settings, ctx)
+    assert isinstance(built, AppriseChannel)
+    return built
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+async def test_notification_arrives_as_apprise_json(
+    receiver: Receiver, ctx: ChannelContext
+) -> None:
+    message = make_message(
+        {"topic": "sales", "description": "Wants a quote", "customer": {"name": "Ana"}}
+    )
+
+    result = await channel(ctx, urls=json_url(receiver)).send(message)
+
+    assert result.outcome is Outcome.SENT
+    [request] = receiver.requests
+    body = request.json()
+    assert body["title"] == "Assistance requested: sales"
+    assert "Wants a quote" in body["message"]
+    assert "Customer: Ana" in body["message"]
+
+
+async def test_every_url_of_a_list_is_notified(receiver: Receiver, ctx: ChannelContext) -> None:
+    with Receiver() as second:
+        urls = [json_url(receiver), json_url(second)]
+        result = await channel(ctx, urls=urls).send(make_message())
+        assert result.outcome is Outcome.SENT
+        assert len(receiver.requests) == 1
+        assert len(second.requests) == 1
+
+
+async def test_title_template_override(receiver: Receiver, ctx: ChannelContext) -> None:
+    sender = channel(ctx, urls=json_url(receiver), template={"title": "Help: {{ topic|upper }}"})
+    assert (await sender.send(make_message())).outcome is Outcome.SENT
+    assert receiver.requests[0].json()["title"] == "Help: SALES"
+
+
+@pytest.mark.parametrize("status", [400, 500, 503])
+async def test_a_failed_notify_is_transient(
+    receiver: Receiver, ctx: ChannelContext, status: int
+) -> None:
+    receiver.reply_with(status, "no")
+
+    result = await channel(ctx, urls=json_url(receiver)).send(make_message())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.error is not None
+    assert result.error.startswith("apprise notify: FAILURE")
+    assert str(receiver.port) not in result.error  # no URL in errors
+    assert len(receiver.requests) == 1  # Apprise did not retry on its own
+
+
+def test_an_unknown_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValidationError) as caught:
+        CHANNEL_TYPE.settings_model.model_validate(
+            {"type": "apprise", "urls": ["json://ok.example/x", "nosuch://token-123@x"]}
+        )
+    assert "Apprise does not understand urls[1]" in str(caught.value)
+    assert "token-123" not in str(caught.value)
+
+
+def test_apprise_retries_are_refused() -> None:
+    with pytest.raises(ValidationError, match="deskbell retries"):
+        CHANNEL_TYPE.settings_model.model_validate(
+            {"type": "apprise", "urls": "json://ok.example/x?retry=3"}
+        )
+
+
+def test_urls_are_secret() -> None:
+    settings = CHANNEL_TYPE.settings_model.model_validate(
+        {"type": "apprise", "urls": "discord://webhook-id/token-123"}
+    )
+    assert "token-123" not in settings.model_dump_json()
