@@ -1,0 +1,216 @@
+"""Who is calling, and may they: API keys (`Authorization: Bearer`), signed webhooks, scopes,
+and the per-key rate limit (SPEC §3).
+
+Routers get auth where app.py includes them, so a new router is covered the moment it is
+included:
+
+    app.include_router(router, dependencies=[Depends(require_scope("admin"))])
+    app.include_router(router, dependencies=[Depends(read_or_admin)])  # GET: read, else admin
+
+A route that needs the caller itself asks for `principal: PrincipalDep` (computed once per
+request however many dependencies use it).
+
+Auth is off only while nothing is configured: no key in DESKBELL_API_KEYS or the database, no
+webhook secret. The CLI then binds 127.0.0.1 only. The decision fails closed: once a process
+has seen any credential configured it requires credentials until it stops, even if every key
+is later revoked, so revoking keys can never open a public server.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import DBAPIError, OperationalError
+from standardwebhooks import Webhook
+
+from deskbell.api.errors import ApiError
+from deskbell.api.limits import RateLimiter, read_body
+from deskbell.api.webhooks import SignatureError, Verifier, is_signed, parse_secrets, verify
+from deskbell.errors import ConfigError
+from deskbell.storage.keys import KeyStore, Scope, hash_key
+from deskbell.wiring import Runtime
+
+MIN_KEY_CHARS = 32
+MAX_AUTHORIZATION_CHARS = 512
+PROBE_EVERY = 1.0  # seconds between "has a key been created?" checks while auth is off
+_BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key from `deskbell apikey create` or DESKBELL_API_KEYS.",
+)
+ALL_SCOPES = frozenset(Scope)
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["key", "webhook", "anonymous"]
+    name: str
+    scopes: frozenset[Scope]
+    webhook_id: str | None = None
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True)
+class EnvKey:
+    name: str
+    key_hash: str
+    scope: Scope
+
+
+def parse_env_keys(text: str) -> list[EnvKey]:
+    """DESKBELL_API_KEYS: comma-separated `key:scope`. Errors name the position, never the key."""
+    found = []
+    for position, item in enumerate(p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        key, _, scope = item.rpartition(":")
+        where = f"DESKBELL_API_KEYS item {position + 1}"
+        if scope not in {s.value for s in Scope}:
+            raise ConfigError(f"{where}: must be key:scope with scope ingest, read or admin")
+        if len(key) < MIN_KEY_CHARS or len(key) > MAX_AUTHORIZATION_CHARS - 7:
+            raise ConfigError(
+                f"{where}: a key needs at least {MIN_KEY_CHARS} random characters "
+                "(try `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        found.append(EnvKey(f"env-{position + 1}", hash_key(key), Scope(scope)))
+    return found
+
+
+class Authenticator:
+    """Per-app auth state: env keys and secrets parsed once, keys read from the database on
+    every request (so a revoke holds at once on every node), one rate limiter."""
+
+    def __init__(self, runtime: Runtime, *, now: Callable[[], float] = time.monotonic) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.keys = KeyStore(runtime.db)
+        self.env_keys = parse_env_keys(settings.api_keys.get_secret_value())
+        self.env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, now=now)
+        self.required = bool(self.env_keys or self.env_secrets)
+        self._now = now
+        self._next_probe = 0.0
+
+    def verifiers(self) -> list[Verifier]:
+        """Env secrets plus the active config's `sources:` (which a reload may change)."""
+        from_config = [
+            Verifier(name, Webhook(secret.get_secret_value()))
+            for name, source in self.runtime.active.config.sources.items()
+            for secret in source.secrets
+        ]
+        return [*self.env_secrets, *from_config]
+
+    async def auth_required(self) -> bool:
+        if self.required:
+            return True
+        if self.runtime.active.config.sources:
+            self.required = True
+        elif self._now() >= self._next_probe:
+            try:
+                self.required = await self.keys.any_active()
+            except (OperationalError, DBAPIError, OSError) as exc:
+                raise ApiError(503, "database_unavailable", "cannot check API keys") from exc
+            self._next_probe = self._now() + PROBE_EVERY
+        return self.required
+
+    async def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if header is not None:
+            principal = await self._by_key(header)
+        elif is_signed(request.headers):
+            principal = await self._by_signature(request)
+        elif await self.auth_required():
+            raise _unauthorized(
+                "missing_credentials", "an API key or a webhook signature is needed"
+            )
+        else:
+            client = request.client.host if request.client else "local"
+            principal = Principal("anonymous", client, ALL_SCOPES)
+        if principal.kind != "anonymous":
+            # Per key (SPEC: "a per-key rate limit"); with auth off the server is loopback-only.
+            self.limiter.check(principal.bucket)
+        return principal
+
+    async def _by_key(self, header: str) -> Principal:
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key or len(header) > MAX_AUTHORIZATION_CHARS:
+            raise _unauthorized("invalid_credentials", "Authorization must be 'Bearer <key>'")
+        wanted = hash_key(key)
+        # Every env key is compared, in constant time, whichever matches.
+        matches = [k for k in self.env_keys if hmac.compare_digest(k.key_hash, wanted)]
+        if matches:
+            return Principal("key", matches[0].name, matches[0].scope.grants())
+        try:
+            found = await self.keys.find_active(key)
+            if found is not None:
+                await self.keys.touch(found, self.runtime.clock.now())
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise ApiError(503, "database_unavailable", "cannot check the API key") from exc
+        if found is None:
+            raise _unauthorized("invalid_credentials", "unknown or revoked API key")
+        return Principal("key", found.name, found.scope.grants())
+
+    async def _by_signature(self, request: Request) -> Principal:
+        body = await read_body(request, self.runtime.settings.max_body_bytes)
+        try:
+            signed = verify(body, request.headers, self.verifiers(), self.runtime.clock.now())
+        except SignatureError as exc:
+            raise _unauthorized(exc.code, exc.message) from None
+        return Principal("webhook", signed.source, frozenset({Scope.INGEST}), signed.webhook_id)
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_authenticator(request: Request) -> Authenticator:
+    return cast("Authenticator", request.app.state.authenticator)
+
+
+async def authenticate(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Principal:
+    """The caller, or 401/429. `_bearer` is there so OpenAPI documents the scheme."""
+    return await get_authenticator(request).authenticate(request)
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def _insufficient(needed: Scope, principal: Principal) -> ApiError:
+    return ApiError(
+        403,
+        "insufficient_scope",
+        f"this needs the {needed.value} scope",
+        {"required": needed.value, "granted": sorted(s.value for s in principal.scopes)},
+    )
+
+
+def require_scope(scope: Scope | str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets through only callers holding `scope` (admin implies read)."""
+    needed = Scope(scope)
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if needed not in principal.scopes:
+            raise _insufficient(needed, principal)
+        return principal
+
+    return check
+
+
+async def read_or_admin(request: Request, principal: PrincipalDep) -> Principal:
+    """SPEC §3 for a mixed router: reading (GET, HEAD) needs `read`, anything else `admin`."""
+    needed = Scope.READ if request.method in ("GET", "HEAD") else Scope.ADMIN
+    if needed not in principal.scopes:
+        raise _insufficient(needed, principal)
+    return principal

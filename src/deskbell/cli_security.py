@@ -1,0 +1,148 @@
+"""`deskbell apikey create|list|revoke` and the bind rule of `deskbell serve` (SPEC §3).
+
+Kept apart from cli.py so that module stays a table of commands. The bind rule: a server with
+no credential configured (no key in DESKBELL_API_KEYS or the database, no webhook secret) is
+open to anyone who can reach it, so it may only listen on a loopback address; anything else
+is refused unless the operator says `--insecure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import structlog
+import typer
+
+from deskbell.api.auth import parse_env_keys
+from deskbell.api.webhooks import parse_secrets
+from deskbell.clock import SystemClock
+from deskbell.config.schema import DeskbellConfig
+from deskbell.errors import DeskbellError
+from deskbell.settings import Settings
+from deskbell.storage.engine import connect
+from deskbell.storage.keys import KeyStore, Scope
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
+
+
+class InsecureBind(DeskbellError):
+    """Asked to listen beyond loopback with authentication off."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def credentials_configured(settings: Settings, config: DeskbellConfig) -> bool:
+    """Any key or webhook secret, from the environment, the config or the database."""
+    env_keys = parse_env_keys(settings.api_keys.get_secret_value())
+    env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
+    if env_keys or env_secrets or config.sources:
+        return True
+    db = connect(settings.database_url)
+    try:
+        return await KeyStore(db).any_active()
+    finally:
+        await db.dispose()
+
+
+def check_bind(settings: Settings, config: DeskbellConfig, *, insecure: bool) -> None:
+    """Log whether auth is on; raise InsecureBind for a non-loopback host without it."""
+    if asyncio.run(credentials_configured(settings, config)):
+        log.info("auth_on", host=settings.host)
+        return
+    if is_loopback(settings.host):
+        log.warning(
+            "auth_off",
+            message=f"no API key or webhook secret configured: authentication is OFF; "
+            f"listening on {settings.host} only",
+        )
+        return
+    if insecure:
+        log.warning(
+            "auth_off_insecure",
+            message=f"--insecure: listening on {settings.host} with authentication OFF; "
+            "anyone who can reach this port can read and post requests",
+        )
+        return
+    raise InsecureBind(
+        f"refusing to listen on {settings.host} with authentication off: create a key "
+        "(`deskbell apikey create --scope ingest`), set DESKBELL_API_KEYS or "
+        "DESKBELL_WEBHOOK_SECRETS, or pass --insecure"
+    )
+
+
+def _keys(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        db = connect(Settings().database_url)
+        try:
+            return await action(KeyStore(db))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@keys_app.command("create")
+def create(
+    scope: Annotated[Scope, typer.Option(help="ingest, read or admin (admin implies read)")],
+    name: Annotated[str | None, typer.Option(help="a label, unique; default key-<id>")] = None,
+) -> None:
+    """Create a key and print it once (stdout); only its hash is stored."""
+    try:
+        record, plain = _keys(lambda k: k.create(scope, SystemClock().now(), name))
+    except DeskbellError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(plain)
+    typer.echo(
+        f"created {record.name} ({record.id}, scope {record.scope.value}); the key above is "
+        "shown only this once",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def list_keys() -> None:
+    """Names, scopes, created and last-used times; never the keys."""
+    keys = _keys(lambda k: k.list())
+    rows = [("NAME", "ID", "SCOPE", "PREFIX", "CREATED", "LAST USED", "STATE")]
+    for key in keys:
+        rows.append(
+            (
+                key.name,
+                key.id,
+                key.scope.value,
+                key.prefix + "...",
+                f"{key.created_at:%Y-%m-%d %H:%M:%S}",
+                f"{key.last_used_at:%Y-%m-%d %H:%M:%S}" if key.last_used_at else "never",
+                "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    env_count = len(parse_env_keys(Settings().api_keys.get_secret_value()))
+    if env_count:
+        typer.echo(f"(and {env_count} key(s) from DESKBELL_API_KEYS, not stored)")
+
+
+@keys_app.command("revoke")
+def revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]) -> None:
+    """Revoke a key; every node refuses it from the next request on."""
+    try:
+        record = _keys(lambda k: k.revoke(key, SystemClock().now()))
+    except DeskbellError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"revoked {record.name} ({record.id})")

@@ -1,0 +1,1 @@
+"""Security: API keys, signed webhooks, limits, injection, fuzzing."""
