@@ -14,6 +14,7 @@ import typer
 
 from deskbell import __version__
 from deskbell.channels import build_registry
+from deskbell.cli_security import check_bind, keys_app
 from deskbell.config.load import load_config, routing_table
 from deskbell.errors import DeskbellError
 from deskbell.models import DeliveryStatus
@@ -27,9 +28,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Check routing config files.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
+channels_app = typer.Typer(no_args_is_help=True, help="Try the channels of a config.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
+app.add_typer(channels_app, name="channels")
+app.add_typer(keys_app, name="apikey")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -59,6 +63,9 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address [env DESKBELL_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [env DESKBELL_PORT]")] = None,
     no_workers: Annotated[bool, typer.Option("--no-workers", help="API only")] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow a non-loopback --host with auth off")
+    ] = False,
 ) -> None:
     """Run the API and, unless --no-workers, the delivery workers in one process."""
     import uvicorn
@@ -71,6 +78,8 @@ def serve(
     try:
         asyncio.run(_migrate(settings))
         runtime = build_runtime(settings, with_workers=not no_workers)
+        check_bind(settings, runtime.active.config, insecure=insecure)
+        api = create_app(runtime)
     except DeskbellError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -79,7 +88,7 @@ def serve(
     # exit 0 tells a supervisor the stop was clean.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        create_app(runtime),
+        api,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -133,11 +142,20 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> N
         config = load_config(file, build_registry())
     except DeskbellError as exc:
         fail(str(exc), code=1)
+    from deskbell.channels.sample import check_channel_templates
+    from deskbell.clock import SystemClock
+
+    checked, problems = check_channel_templates(config.channels, SystemClock().now())
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
     typer.echo(f"{file}: valid; {len(config.channels)} channels, {len(config.routes)} routes")
     rows = [("MATCH", "CHANNELS", "NOTES"), *routing_table(config)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    typer.echo(f"templates: {checked} rendered against the full and minimal sample requests")
 
 
 @db_app.command("upgrade")
@@ -155,13 +173,19 @@ def send(
     description: Annotated[str, typer.Option(help="what the customer needs")],
     url: Annotated[str, typer.Option(help="deskbell's base URL")] = "http://127.0.0.1:8000",
     conversation_url: Annotated[str | None, typer.Option(help="link back to the chat")] = None,
+    key: Annotated[
+        str | None, typer.Option(envvar="DESKBELL_API_KEY", help="an ingest API key")
+    ] = None,
 ) -> None:
     """Post an assistance request to a running deskbell, as a chatbot would."""
     body: dict[str, Any] = {"topic": topic, "description": description}
     if conversation_url:
         body["conversation_url"] = conversation_url
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        answer = httpx.post(f"{url.rstrip('/')}/v1/assistance-requests", json=body, timeout=10)
+        answer = httpx.post(
+            f"{url.rstrip('/')}/v1/assistance-requests", json=body, headers=headers, timeout=10
+        )
     except httpx.HTTPError as exc:
         fail(f"cannot reach {url}: {exc}")
     typer.echo(orjson.dumps(answer.json(), option=orjson.OPT_INDENT_2).decode())
@@ -216,6 +240,43 @@ def retry(delivery_id: str) -> None:
     except DeskbellError as exc:
         fail(f"{type(exc).__name__}: {exc}", code=1)
     typer.echo(f"{delivery.id} is {delivery.status.value}")
+
+
+@channels_app.command("test")
+def channels_test(
+    name: Annotated[str, typer.Argument(help="a channel of the config")],
+    config: Annotated[Path | None, typer.Option(help="config file [env DESKBELL_CONFIG]")] = None,
+) -> None:
+    """Send a sample notification through one channel now (no server needed); exit 1 unless
+    it was sent."""
+    from deskbell.channels.base import ChannelContext
+    from deskbell.channels.sample import send_sample
+    from deskbell.clock import SystemClock
+    from deskbell.wiring import read_config
+
+    settings = _settings(config=config)
+    try:
+        loaded, source = read_config(settings, build_registry())
+    except DeskbellError as exc:
+        fail(str(exc), code=1)
+    if name not in loaded.channels:
+        fail(f"no channel {name!r} in {source}; defined: {sorted(loaded.channels)}", code=1)
+    channel_settings = loaded.channels[name]
+
+    async def run() -> Any:
+        clock = SystemClock()
+        async with httpx.AsyncClient(follow_redirects=False) as http:
+            kind = build_registry()[channel_settings.type]
+            channel = kind.factory(name, channel_settings, ChannelContext(http=http, clock=clock))
+            return await send_sample(name, channel, channel_settings, clock.now())
+
+    result = asyncio.run(run())
+    typer.echo(f"channel: {name} ({result.type})")
+    typer.echo(f"status: {result.status.value}")
+    typer.echo(f"duration_ms: {result.duration_ms}")
+    typer.echo(f"error: {result.error or '-'}")
+    if result.status.value != "sent":
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -15,6 +15,16 @@ class UnknownChannelType(ConfigError):
     """A channel block names a `type` no registered module provides."""
 
 
+class TemplateError(ConfigError):
+    """A channel template does not compile or render; the message names the template, where
+    it came from (default, inline or file) and the line."""
+
+    def __init__(self, message: str, *, template: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.template = template
+        self.line = line
+
+
 class IdempotencyConflict(DeskbellError):
     """The same Idempotency-Key was used with a different body."""
 

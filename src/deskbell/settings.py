@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,3 +25,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long running sends may finish"
     )
+    # Security (docs/security.md). Secrets are SecretStr so a printed Settings shows none.
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="comma-separated key:scope pairs to bootstrap"
+    )
+    webhook_secrets: SecretStr = Field(
+        default=SecretStr(""), description="comma-separated whsec_ secrets for signed ingest"
+    )
+    rate_limit: float = Field(default=100.0, ge=0, description="requests/s per key; 0: off")
+    rate_burst: int = Field(default=1000, ge=1, description="requests a key may send at once")

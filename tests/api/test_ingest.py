@@ -3,6 +3,7 @@ each checked to have stored nothing."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
+from tests.fakes import wait_until_async
 
 URL = "/v1/assistance-requests"
 GOOD = {"topic": "sales", "description": "Wants a quote for 40 seats"}
@@ -173,6 +175,12 @@ async def test_database_unavailable_is_503(make_runtime: Callable[..., Runtime])
     async with running_app(runtime, start_workers=False) as client:
         answer = await client.post(URL, json=GOOD)
         ready = await client.get("/readyz")
+        # aiosqlite stops the thread of a failed connect without waiting for it; let those
+        # threads finish while this loop still runs, or they report to a closed loop later.
+        await wait_until_async(
+            lambda: not any("_connection_worker_thread" in t.name for t in threading.enumerate()),
+            what="aiosqlite threads of the failed connects to end",
+        )
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "database_unavailable"
     assert ready.status_code == 503

@@ -70,7 +70,8 @@ def test_config_check_prints_the_routing_table() -> None:
     assert "valid; 3 channels, 2 routes" in lines[0]
     assert lines[1].split() == ["MATCH", "CHANNELS", "NOTES"]
     assert lines[2].split() == ["topic=sales", "sales-slack", "fallback", "ops-console"]
-    assert lines[-1].split()[-2:] == ["ops-console", "default"]
+    assert lines[-2].split()[-2:] == ["ops-console", "default"]
+    assert lines[-1] == "templates: 7 rendered against the full and minimal sample requests"
 
 
 def test_config_check_names_the_bad_key() -> None:

@@ -185,7 +185,7 @@ def test_invalid_config_stops_the_server_naming_the_key(tmp_path: Path) -> None:
     process = deskbell("serve", cwd=tmp_path, env=env)
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
-    assert "channels.s.webhook_url: Field required" in output
+    assert "channels.s: Value error, set either webhook_url, or token and channel" in output
 
 
 def test_demo_config_without_a_file(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from deskbell import __version__
+from deskbell.api.auth import Authenticator, read_or_admin, require_scope
 from deskbell.api.errors import install_error_handlers
-from deskbell.api.routes import admin, ingest, ops, requests
+from deskbell.api.routes import admin, channels, config, ingest, ops, requests
+from deskbell.api.schemas import ErrorOut
 from deskbell.models import AssistanceRequestIn
 from deskbell.wiring import Runtime
 
@@ -32,11 +34,32 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.authenticator = Authenticator(runtime)
     install_error_handlers(app)
-    for module in (ingest, requests, admin, ops):
-        app.include_router(module.router)
+    app.include_router(ops.router, responses=_ERROR_RESPONSES)  # /healthz, /readyz: open
+    # Every other router is included through `_protected`, so auth covers it from the start:
+    # GET needs `read`, anything else `admin`, unless a guard says otherwise.
+    _protected(app, ingest.router, require_scope("ingest"))
+    for module in (requests, admin, config, channels):
+        _protected(app, module.router)
     _document_ingest_body(app)
     return app
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "invalid parameters"},
+}
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERROR_RESPONSES,
+    401: {"model": ErrorOut, "description": "missing or invalid credentials"},
+    403: {"model": ErrorOut, "description": "the key lacks the scope this needs"},
+    429: {"model": ErrorOut, "description": "rate limit; see Retry-After"},
+    503: {"model": ErrorOut, "description": "database unavailable"},
+}
+
+
+def _protected(app: FastAPI, router: APIRouter, guard: Any = read_or_admin) -> None:
+    app.include_router(router, dependencies=[Depends(guard)], responses=_AUTH_RESPONSES)
 
 
 def _document_ingest_body(app: FastAPI) -> None:

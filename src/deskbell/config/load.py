@@ -73,9 +73,15 @@ def _explain(exc: ValidationError, prefix: str = "") -> str:
 
 
 def parse_config(
-    text: str, registry: Mapping[str, ChannelType], env: Mapping[str, str] | None = None
+    text: str,
+    registry: Mapping[str, ChannelType],
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
 ) -> DeskbellConfig:
-    """Validate a config document completely, or raise ConfigError naming every defect."""
+    """Validate a config document completely, or raise ConfigError naming every defect.
+
+    `base_dir` is where relative paths in the document (template files) start; the config
+    file's directory when it came from a file, else the working directory."""
     try:
         data = _expand_values(yaml.safe_load(text), os.environ if env is None else env)
     except yaml.YAMLError as exc:
@@ -86,9 +92,13 @@ def parse_config(
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from exc
-    channels = {name: _channel(name, block, registry) for name, block in raw.channels.items()}
+    channels = {
+        name: _channel(name, block, registry, base_dir) for name, block in raw.channels.items()
+    }
     _cross_check(raw, channels)
-    return DeskbellConfig(channels=channels, routes=raw.routes, default=raw.default)
+    return DeskbellConfig(
+        channels=channels, routes=raw.routes, default=raw.default, sources=raw.sources
+    )
 
 
 def load_config(
@@ -99,12 +109,14 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
-        return parse_config(text, registry, env)
+        return parse_config(text, registry, env, base_dir=path.parent)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def _channel(name: str, block: dict[str, Any], registry: Mapping[str, ChannelType]) -> Any:
+def _channel(
+    name: str, block: dict[str, Any], registry: Mapping[str, ChannelType], base_dir: Path | None
+) -> Any:
     kind = block.get("type")
     if not isinstance(kind, str):
         raise ConfigError(f"channels.{name}.type: required, one of {sorted(registry)}")
@@ -113,7 +125,7 @@ def _channel(name: str, block: dict[str, Any], registry: Mapping[str, ChannelTyp
             f"channels.{name}.type: unknown channel type {kind!r}; known: {sorted(registry)}"
         )
     try:
-        return registry[kind].settings_model.model_validate(block)
+        return registry[kind].settings_model.model_validate(block, context={"config_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, f"channels.{name}")) from exc
 

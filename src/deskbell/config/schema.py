@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from deskbell.channels.base import ChannelSettings
 
@@ -27,6 +29,39 @@ class RouteConfig(BaseModel):
     fallback: str | None = None
 
 
+class SourceConfig(BaseModel):
+    """A sender that signs its requests (Standard Webhooks) instead of using an API key.
+
+    Several secrets are accepted at once so a sender can rotate: add the new secret, switch
+    the sender, then remove the old one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    secrets: list[SecretStr] = Field(min_length=1, max_length=10)
+
+    @field_validator("secrets")
+    @classmethod
+    def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            if not is_webhook_secret(secret.get_secret_value()):
+                # Never repeat the value: it is a credential.
+                raise ValueError("each secret must be whsec_ followed by base64 (24+ bytes)")
+        return value
+
+
+def is_webhook_secret(value: str) -> bool:
+    """`whsec_` + base64 of at least 24 bytes, as Standard Webhooks senders generate them."""
+    if not value.startswith("whsec_"):
+        return False
+    encoded = value[len("whsec_") :]
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) >= 24
+
+
 class RawConfig(BaseModel):
     """The file before channel blocks are checked against their type's model."""
 
@@ -35,6 +70,7 @@ class RawConfig(BaseModel):
     channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     default: Literal["reject"] | list[str] = "reject"
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
     @field_validator("default", mode="before")
     @classmethod
@@ -52,6 +88,7 @@ class DeskbellConfig(BaseModel):
     channels: dict[str, ChannelSettings]
     routes: list[RouteConfig]
     default: Literal["reject"] | list[str] = "reject"
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
 
     def redacted(self) -> dict[str, Any]:
         """The config as JSON-able data with secrets masked (SecretStr dumps as '**********')."""
@@ -59,4 +96,5 @@ class DeskbellConfig(BaseModel):
             "channels": {name: ch.model_dump(mode="json") for name, ch in self.channels.items()},
             "routes": [r.model_dump(mode="json", by_alias=True) for r in self.routes],
             "default": self.default,
+            "sources": {name: s.model_dump(mode="json") for name, s in self.sources.items()},
         }

@@ -16,8 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from deskbell.api.auth import PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
+from deskbell.api.limits import read_body
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn
@@ -43,21 +45,6 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse(body: bytes) -> AssistanceRequestIn:
@@ -91,6 +78,7 @@ def parse(body: bytes) -> AssistanceRequestIn:
 async def ingest(
     request: Request,
     runtime: RuntimeDep,
+    principal: PrincipalDep,
     idempotency_key: str | None = Header(default=None, min_length=1, max_length=255),
 ) -> JSONResponse:
     if not _is_json(request.headers.get("content-type")):
@@ -106,6 +94,9 @@ async def ingest(
             f"no route for topic {payload.topic!r}",
             {"known_topics": router_.known_topics()},
         )
+    if idempotency_key is None and principal.webhook_id is not None:
+        # A replayed signed webhook (same webhook-id) is answered like an idempotent repeat.
+        idempotency_key = f"webhook:{principal.name}:{principal.webhook_id}"[:255]
     body_hash = hashlib.sha256(body).hexdigest() if idempotency_key else None
     try:
         stored, created = await runtime.store.accept(

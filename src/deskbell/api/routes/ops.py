@@ -1,4 +1,4 @@
-"""Liveness, readiness and what the active config routes."""
+"""Liveness and readiness: open to everyone (no credentials), for load balancers and probes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import error_response
-from deskbell.api.schemas import TopicOut, TopicsOut
 
 router = APIRouter(tags=["operations"])
 log = structlog.get_logger(__name__)
@@ -30,16 +29,3 @@ async def readyz(runtime: RuntimeDep) -> Any:
         log.warning("readiness_failed", error=str(exc))
         return error_response(503, "database_unavailable", "database unreachable")
     return JSONResponse({"status": "ready", "config": runtime.active.source})
-
-
-@router.get("/v1/topics", response_model=TopicsOut)
-async def topics(runtime: RuntimeDep) -> TopicsOut:
-    router_ = runtime.active.router
-    config = runtime.active.config
-    return TopicsOut(
-        topics=[
-            TopicOut(topic=t, channels=router_.channels_for_topic(t))
-            for t in router_.known_topics()
-        ],
-        default=config.default,
-    )
