@@ -44,6 +44,7 @@ class Deskbell:
         self.port = port
         self.url = f"http://127.0.0.1:{port}" if port else ""
         self.log_path = workdir / f"{name}-{os.urandom(3).hex()}.log"
+        self._client: httpx.Client | None = None
         env = dict(env)
         if port:
             env["DESKBELL_PORT"] = str(port)
@@ -59,6 +60,13 @@ class Deskbell:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def client(self) -> httpx.Client:
+        """A client for this server, closed by `stop()`."""
+        if self._client is None:
+            self._client = httpx.Client(base_url=self.url, timeout=10)
+        return self._client
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -89,9 +97,33 @@ class Deskbell:
 
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM and wait; returns the exit code."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
+
+    def stop(self) -> str:
+        """SIGTERM, wait, and everything it printed. Safe to call twice."""
+        self.terminate()
+        return self.output()
+
+
+def run_to_exit(
+    args: Sequence[str], *, env: Mapping[str, str], workdir: Path, timeout: float = 30
+) -> tuple[int, str]:
+    """A deskbell command expected to end by itself: (exit code, everything it printed)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "deskbell", *args],
+        cwd=workdir,
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
 
 
 async def post_many(

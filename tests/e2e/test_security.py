@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from deskbell.api.webhooks import sign
-from tests.e2e.test_server import Server, deskbell, free_port
 from tests.fakes import wait_until
 from tests.fakes.slack import FakeSlack
 from tests.fakes.smtp import FakeSMTP
+from tests.process import Deskbell, free_port, run_to_exit
 
 INGEST_KEY = "ingest-key-" + "k" * 40
 READ_KEY = "read-key-" + "r" * 40
@@ -34,7 +34,7 @@ WRONG_SMTP_PASSWORD = "wrong-pass-9x7"
 ATTACK = "<!channel> @here <http://evil.example|click> *bold*"
 
 
-def serve(tmp_path: Path, *args: str, **env: str) -> tuple[Server, dict[str, str]]:
+def serve(tmp_path: Path, *args: str, **env: str) -> tuple[Deskbell, dict[str, str]]:
     port = free_port()
     environment = {
         "DESKBELL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'sec.db'}",
@@ -42,9 +42,8 @@ def serve(tmp_path: Path, *args: str, **env: str) -> tuple[Server, dict[str, str
         "DESKBELL_LOG_FORMAT": "json",
         **env,
     }
-    running = Server(deskbell("serve", *args, cwd=tmp_path, env=environment), port)
-    wait_until(running.ready, timeout=20, what="deskbell serve to answer /healthz")
-    return running, environment
+    running = Deskbell(["serve", *args], env=environment, workdir=tmp_path, port=port)
+    return running.wait_ready(), environment
 
 
 def test_refuses_a_public_host_without_credentials(tmp_path: Path) -> None:
@@ -52,9 +51,8 @@ def test_refuses_a_public_host_without_credentials(tmp_path: Path) -> None:
         "DESKBELL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'bind.db'}",
         "DESKBELL_PORT": str(free_port()),
     }
-    process = deskbell("serve", "--host", "0.0.0.0", cwd=tmp_path, env=env)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 2
+    code, output = run_to_exit(["serve", "--host", "0.0.0.0"], env=env, workdir=tmp_path)
+    assert code == 2
     assert "refusing to listen on 0.0.0.0 with authentication off" in output
     assert "--insecure" in output
 

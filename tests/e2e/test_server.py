@@ -3,63 +3,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fakes import wait_until
 from tests.fakes.slack import FakeSlack
 from tests.fakes.smtp import FakeSMTP
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def deskbell(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "deskbell", *args],
-        cwd=cwd,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")}, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-class Server:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.client = httpx.Client(base_url=self.url, timeout=5)
-        self._output: str | None = None
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{self.stop()}")
-        try:
-            return self.client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> str:
-        """SIGTERM (if still running), then everything it printed. Safe to call twice."""
-        if self._output is None:
-            self.client.close()
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-            self._output, _ = self.process.communicate(timeout=20)
-        return self._output
-
+from tests.process import Deskbell, free_port, run_to_exit
 
 CONFIG = """
 channels:
@@ -86,7 +40,7 @@ def peers() -> Iterator[tuple[FakeSlack, FakeSMTP]]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, peers: tuple[FakeSlack, FakeSMTP]) -> Iterator[Server]:
+def server(tmp_path: Path, peers: tuple[FakeSlack, FakeSMTP]) -> Iterator[Deskbell]:
     slack, smtp = peers
     config = tmp_path / "deskbell.yaml"
     config.write_text(CONFIG.format(smtp=smtp.url))
@@ -98,16 +52,15 @@ def server(tmp_path: Path, peers: tuple[FakeSlack, FakeSMTP]) -> Iterator[Server
         "DESKBELL_LOG_FORMAT": "json",
         "SLACK_URL": slack.url,
     }
-    running = Server(deskbell("serve", cwd=tmp_path, env=env), port)
+    running = Deskbell(["serve"], env=env, workdir=tmp_path, port=port)
     try:
-        wait_until(running.ready, timeout=20, what="deskbell serve to answer /healthz")
-        yield running
+        yield running.wait_ready()
     finally:
         running.stop()
 
 
 def test_sales_to_slack_and_pricing_to_email(
-    server: Server, peers: tuple[FakeSlack, FakeSMTP]
+    server: Deskbell, peers: tuple[FakeSlack, FakeSMTP]
 ) -> None:
     slack, smtp = peers
     sales = server.client.post(
@@ -164,7 +117,7 @@ def test_sales_to_slack_and_pricing_to_email(
     assert slack.url not in output  # the webhook URL is a secret
 
 
-def test_send_command_posts_to_the_server(server: Server, tmp_path: Path) -> None:
+def test_send_command_posts_to_the_server(server: Deskbell, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "deskbell", "send", "--topic", "sales", "--description", "From CLI",
          "--url", server.url],
@@ -182,9 +135,8 @@ def test_invalid_config_stops_the_server_naming_the_key(tmp_path: Path) -> None:
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(free_port()),
     }
-    process = deskbell("serve", cwd=tmp_path, env=env)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 2
+    code, output = run_to_exit(["serve"], env=env, workdir=tmp_path)
+    assert code == 2
     assert "channels.s: Value error, set either webhook_url, or token and channel" in output
 
 
@@ -194,9 +146,9 @@ def test_demo_config_without_a_file(tmp_path: Path) -> None:
         "DESKBELL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
         "DESKBELL_PORT": str(port),
     }
-    running = Server(deskbell("serve", cwd=tmp_path, env=env), port)
+    running = Deskbell(["serve"], env=env, workdir=tmp_path, port=port)
     try:
-        wait_until(running.ready, timeout=20, what="demo server")
+        running.wait_ready()
         topics = running.client.get("/v1/topics").json()["topics"]
         assert [t["topic"] for t in topics] == ["pricing", "sales"]
         answer = running.client.post(
