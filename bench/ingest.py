@@ -1,0 +1,221 @@
+"""Ingest benchmark (issue: performance). Prints JSON.
+
+In one run, each server pinned to core 0 and wrk (1 thread, 64 connections) to core 1:
+- floor: a raw ASGI app answering 202 (bench/floor_app.py), uvicorn + uvloop + httptools;
+- deskbell: `deskbell serve --no-workers` on SQLite (and on PostgreSQL when reachable);
+- naive: FastAPI + pydantic + an aiosqlite commit per request (bench/naive_app.py).
+After each deskbell run it checks that every 2xx wrk counted is a row in the database.
+
+    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64]
+Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from deskbell.storage.engine import connect
+from deskbell.storage.tables import requests
+
+HERE = Path(__file__).parent
+PG = os.environ.get(
+    "DESKBELL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+BODY = orjson.dumps({"topic": "sales", "description": "Wants a quote for 40 seats"}).decode()
+LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+           "--log-level", "warning"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+         "-s", str(script), f"http://127.0.0.1:{port}/v1/assistance-requests"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "requests": total,
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else None,
+    }
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("w") as out:
+        return subprocess.Popen(["taskset", "-c", "0", *args], env=env, stdout=out, stderr=out)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+async def rows(url: str) -> int:
+    db = connect(url)
+    try:
+        async with db.reader.connect() as conn:
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(requests))).scalar_one()
+            )
+    finally:
+        await db.dispose()
+
+
+async def postgres_db() -> tuple[str, str] | None:
+    base = make_url(PG)
+    name = f"deskbell_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = await asyncpg.connect(base.set(drivername="postgresql").render_as_string(False))
+    except (OSError, asyncpg.PostgresError):
+        return None
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    return base.set(database=name).render_as_string(hide_password=False), name
+
+
+async def drop_postgres(name: str) -> None:
+    admin = await asyncpg.connect(make_url(PG).set(drivername="postgresql").render_as_string(False))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+async def run_deskbell(
+    url: str, args: argparse.Namespace, tmp: Path, script: Path
+) -> dict[str, Any]:
+    port = free_port()
+    config = tmp / "bench.yaml"
+    config.write_text(
+        "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
+        "DESKBELL_DATABASE_URL": url,
+        "DESKBELL_CONFIG": str(config),
+        "DESKBELL_PORT": str(port),
+        "DESKBELL_LOG_LEVEL": "warning",
+    }
+    server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], env, tmp / "d.log")
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz")
+        result = wrk(port, args.seconds, args.connections, script)
+    finally:
+        stop(server)
+    stored = await rows(url)
+    accepted = result["requests"] - result["errors"]
+    # wrk stops counting at the deadline; requests it sent but did not count may be stored too
+    result["stored"] = stored
+    result["all_202_stored"] = accepted <= stored <= accepted + args.connections
+    return result
+
+
+def run_plain(
+    app: str, env: dict[str, str], args: argparse.Namespace, tmp: Path, script: Path
+) -> dict[str, Any]:
+    port = free_port()
+    server = start([sys.executable, *UVICORN, "--app-dir", str(HERE), "--port", str(port), app],
+                   env, tmp / f"{app.split(':')[0]}.log")  # fmt: skip
+    try:
+        wait_up(f"http://127.0.0.1:{port}/")
+        return wrk(port, args.seconds, args.connections, script)
+    finally:
+        stop(server)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install -y wrk")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        script = tmp / "post.lua"
+        script.write_text(LUA)
+        env = {**os.environ, "NAIVE_DB": str(tmp / "naive.db")}
+        floor = run_plain("floor_app:app", env, args, tmp, script)
+        sqlite = await run_deskbell(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args, tmp, script)
+        naive = run_plain("naive_app:app", env, args, tmp, script)
+        postgres = None
+        pg = await postgres_db()
+        if pg is not None:
+            try:
+                postgres = await run_deskbell(pg[0], args, tmp, script)
+            finally:
+                await drop_postgres(pg[1])
+    print(orjson.dumps({
+        "benchmark": "ingest",
+        "cpus": os.cpu_count(),
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "floor_rps": floor["rps"],
+        "deskbell_rps": sqlite["rps"],
+        "ratio": round(sqlite["rps"] / floor["rps"], 3),
+        "p50_ms": sqlite["p50_ms"],
+        "p99_ms": sqlite["p99_ms"],
+        "errors": sqlite["errors"],
+        "all_202_stored": sqlite["all_202_stored"],
+        "floor": floor,
+        "deskbell_sqlite": sqlite,
+        "deskbell_postgresql": postgres,
+        "naive": naive,
+    }, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
