@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint fmt install install-dev clean bench
+.PHONY: run test lint fmt install install-dev clean bench image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ fmt: $(DEV_STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Build and run the container image for real (needs root for podman; ~3 min the first time).
+image-test:
+	bash scripts/image-test.sh
+
+# Benchmarks print JSON; the ingest one needs wrk (Debian's package) and pins servers to core 0.
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y -q wrk
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/delivery.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache deskbell.db*

@@ -17,6 +17,7 @@ from deskbell.channels import build_registry
 from deskbell.cli_security import check_bind, keys_app
 from deskbell.config.load import load_config, routing_table
 from deskbell.errors import DeskbellError
+from deskbell.metrics import prepare_multiprocess
 from deskbell.models import DeliveryStatus
 from deskbell.observability import configure_logging
 from deskbell.settings import Settings
@@ -75,6 +76,7 @@ def serve(
 
     settings = _settings(host=host, port=port)
     configure_logging(settings.log_format, settings.log_level)
+    prepare_multiprocess()
     try:
         asyncio.run(_migrate(settings))
         runtime = build_runtime(settings, with_workers=not no_workers)
@@ -103,6 +105,7 @@ def worker() -> None:
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
+    prepare_multiprocess()
     try:
         asyncio.run(_migrate(settings))
         runtime = build_runtime(settings, with_workers=True)

@@ -33,4 +33,7 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="comma-separated whsec_ secrets for signed ingest"
     )
     rate_limit: float = Field(default=100.0, ge=0, description="requests/s per key; 0: off")
+    metrics_open: bool = Field(
+        default=False, description="serve /metrics without credentials (else scope read)"
+    )
     rate_burst: int = Field(default=1000, ge=1, description="requests a key may send at once")

@@ -7,7 +7,7 @@ tears it down after.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import IO
@@ -22,10 +22,15 @@ from deskbell.config.load import DEMO_CONFIG_YAML, build_router, load_config, pa
 from deskbell.config.schema import DeskbellConfig
 from deskbell.delivery.worker import WorkerPool
 from deskbell.errors import ConfigError
-from deskbell.routing.router import Router
+from deskbell.metrics import Metrics
+from deskbell.models import AssistanceRequestIn, StoredRequest
+from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
+from deskbell.storage.group_commit import GroupCommitter
+from deskbell.storage.queue import NO_TRACE, RequestTrace
 from deskbell.storage.store import Store
+from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -74,10 +79,35 @@ class Runtime:
     http: httpx.AsyncClient
     active: ActiveConfig
     workers: WorkerPool | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    tracing: Tracing = field(default_factory=Tracing.off)
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    ingest: GroupCommitter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.ingest = GroupCommitter(self.store)
 
     def channels(self) -> Mapping[str, tuple[Channel, ChannelSettings]]:
         return self.active.channels
+
+    async def accept(
+        self,
+        payload: AssistanceRequestIn,
+        targets: Sequence[Target],
+        *,
+        idempotency_key: str | None = None,
+        body_hash: str | None = None,
+        trace: RequestTrace = NO_TRACE,
+    ) -> tuple[StoredRequest, bool]:
+        """Store a request; returns (request, created). Without an Idempotency-Key it joins
+        the group commit; with one it takes its own transaction (the key must be checked and
+        claimed atomically, and such requests are rare)."""
+        now = self.clock.now()
+        if idempotency_key is None:
+            return await self.ingest.accept(payload, targets, now, trace), True
+        return await self.store.accept(
+            payload, targets, now, idempotency_key=idempotency_key, body_hash=body_hash, trace=trace
+        )
 
     def start_workers(self) -> None:
         if self.workers is not None and self._worker_task is None:
@@ -88,6 +118,7 @@ class Runtime:
             self.workers.wake()
 
     async def aclose(self) -> None:
+        await self.ingest.aclose()
         if self.workers is not None:
             await self.workers.stop(self.settings.shutdown_grace_seconds)
         if self._worker_task is not None:
@@ -95,6 +126,7 @@ class Runtime:
             self._worker_task = None
         await self.http.aclose()
         await self.db.dispose()
+        self.tracing.shutdown()
 
 
 def build_runtime(
@@ -104,6 +136,7 @@ def build_runtime(
     clock: Clock | None = None,
     extra_channel_types: Iterable[ChannelType] = (),
     console: IO[str] | None = None,
+    tracing: Tracing | None = None,
 ) -> Runtime:
     """Everything a process needs, not started: call `start_workers()` inside the event loop."""
     registry = build_registry(extra_channel_types)
@@ -117,6 +150,8 @@ def build_runtime(
     db = connect(settings.database_url)
     store = Store(db)
     runtime = Runtime(settings, db, store, registry, clock, http, active)
+    runtime.metrics = Metrics(topics=active.router.known_topics(), channels=active.channels)
+    runtime.tracing = tracing or Tracing.from_env()
     if with_workers:
         runtime.workers = WorkerPool(
             store,
@@ -125,6 +160,8 @@ def build_runtime(
             concurrency=settings.workers,
             lease=timedelta(seconds=settings.lease_seconds),
             poll_seconds=settings.poll_seconds,
+            metrics=runtime.metrics,
+            tracing=runtime.tracing,
         )
     return runtime
 

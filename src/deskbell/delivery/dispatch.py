@@ -13,8 +13,10 @@ import structlog
 
 from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
 from deskbell.clock import Clock
+from deskbell.metrics import Metrics
 from deskbell.models import DeliveryStatus, Outcome
 from deskbell.storage.store import AttemptResult, Claimed, Store
+from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +72,47 @@ async def dispatch(
     channels: Mapping[str, tuple[Channel, ChannelSettings]],
     store: Store,
     clock: Clock,
+    *,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> AttemptResult | None:
-    """Run one attempt and record it. Returns what was recorded, or None if the lease was lost."""
+    """Run one attempt and record it. Returns what was recorded, or None if the lease was lost.
+
+    Every log line of the attempt carries the ingest's `http_request_id`, and its span is a
+    child of the ingest's: the request's trace, stored with it, crosses into this worker.
+    """
+    d = claimed.delivery
+    span_attributes: dict[str, str | int] = {
+        "deskbell.channel": d.channel,
+        "deskbell.delivery_id": d.id,
+        "deskbell.request_id": d.request_id,
+        "deskbell.attempt": d.attempts,
+    }
+    with (
+        structlog.contextvars.bound_contextvars(http_request_id=claimed.trace.http_request_id),
+        (tracing or Tracing.off()).attempt_span(claimed.trace.traceparent, span_attributes) as span,
+    ):
+        recorded, kept = await _attempt(claimed, channels, store, clock)
+        if span is not None:
+            span.set_attribute("deskbell.outcome", recorded.outcome.value)
+            span.set_attribute("deskbell.status", recorded.status.value)
+    if metrics is not None:
+        sent = recorded.status is DeliveryStatus.SENT
+        metrics.attempt(
+            d.channel,
+            recorded.status if kept else DeliveryStatus.IN_FLIGHT,  # lost lease: not counted
+            (recorded.finished_at - recorded.started_at).total_seconds(),
+            (recorded.finished_at - claimed.accepted_at).total_seconds() if sent and kept else None,
+        )
+    return recorded if kept else None
+
+
+async def _attempt(
+    claimed: Claimed,
+    channels: Mapping[str, tuple[Channel, ChannelSettings]],
+    store: Store,
+    clock: Clock,
+) -> tuple[AttemptResult, bool]:
     started = clock.now()
     entry = channels.get(claimed.delivery.channel)
     if entry is None:
@@ -103,4 +144,4 @@ async def dispatch(
         duration_ms=round((finished - started).total_seconds() * 1000, 1),
         lease_lost=not kept,
     )
-    return recorded if kept else None
+    return recorded, kept

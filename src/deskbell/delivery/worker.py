@@ -28,8 +28,10 @@ from deskbell.clock import Clock
 from deskbell.delivery.breaker import Breaker, BreakerState
 from deskbell.delivery.dispatch import dispatch
 from deskbell.delivery.notify import listen_for_due_work
+from deskbell.metrics import Metrics
 from deskbell.models import Outcome
 from deskbell.storage.store import Claimed, Store
+from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +55,8 @@ class WorkerPool:
         lease: timedelta = timedelta(seconds=30),
         poll_seconds: float = 1.0,
         owner: str | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -66,6 +70,8 @@ class WorkerPool:
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
         self._running: Counter[str] = Counter()
         self._breakers: dict[str, Breaker] = {}
+        self.metrics = metrics
+        self.tracing = tracing
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,6 +122,8 @@ class WorkerPool:
     def _room(self, now: datetime) -> dict[str, int]:
         room = {}
         for name, (_, settings) in self.channels().items():
+            if name not in self._breakers and self.metrics is not None:
+                self.metrics.breaker(name, False)  # the series exists from the start
             breaker = self._breakers.setdefault(name, Breaker(settings.breaker))
             room[name] = breaker.allowance(now, settings.max_concurrency, self._running[name])
         return room
@@ -135,7 +143,14 @@ class WorkerPool:
 
     async def _attempt(self, claimed: Claimed) -> None:
         try:
-            recorded = await dispatch(claimed, self.channels(), self.store, self.clock)
+            recorded = await dispatch(
+                claimed,
+                self.channels(),
+                self.store,
+                self.clock,
+                metrics=self.metrics,
+                tracing=self.tracing,
+            )
         except Exception:
             log.exception("attempt_failed", delivery_id=claimed.delivery.id)
             return
@@ -146,6 +161,9 @@ class WorkerPool:
             transient_failure=recorded.outcome is Outcome.TRANSIENT, now=self.clock.now()
         )
         if changed is not None:
+            if self.metrics is not None:
+                # Open until a probe closes it: half-open counts as open.
+                self.metrics.breaker(claimed.delivery.channel, changed is not BreakerState.CLOSED)
             log.warning(
                 f"breaker_{'closed' if changed is BreakerState.CLOSED else 'opened'}",
                 channel=claimed.delivery.channel,

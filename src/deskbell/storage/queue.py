@@ -84,6 +84,18 @@ def _candidates(
 
 
 @dataclass(frozen=True)
+class RequestTrace:
+    """Where a request came from, stored with it so its deliveries' log lines and spans, run
+    later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent."""
+
+    http_request_id: str | None = None
+    traceparent: str | None = None
+
+
+NO_TRACE = RequestTrace()
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A delivery a worker now holds, with what it needs to send it."""
 
@@ -91,6 +103,7 @@ class Claimed:
     request: AssistanceRequestIn
     accepted_at: datetime
     lease_owner: str
+    trace: RequestTrace = NO_TRACE
 
 
 @dataclass(frozen=True)
@@ -197,9 +210,13 @@ class DeliveryQueue:
             )
             held = [delivery_from_row(r) for r in claimed]
             payloads = await conn.execute(
-                sa.select(requests.c.id, requests.c.payload, requests.c.created_at).where(
-                    requests.c.id.in_({d.request_id for d in held})
-                )
+                sa.select(
+                    requests.c.id,
+                    requests.c.payload,
+                    requests.c.created_at,
+                    requests.c.http_request_id,
+                    requests.c.traceparent,
+                ).where(requests.c.id.in_({d.request_id for d in held}))
             )
             by_id = {r.id: r for r in payloads}
         return [
@@ -208,6 +225,9 @@ class DeliveryQueue:
                 request=AssistanceRequestIn.model_validate(by_id[d.request_id].payload),
                 accepted_at=by_id[d.request_id].created_at,
                 lease_owner=owner,
+                trace=RequestTrace(
+                    by_id[d.request_id].http_request_id, by_id[d.request_id].traceparent
+                ),
             )
             for d in held
         ]
@@ -361,3 +381,17 @@ class DeliveryQueue:
             )
             value = result.scalar()
         return value if isinstance(value, datetime) else None
+
+    async def backlog(self) -> dict[str, tuple[int, datetime]]:
+        """channel -> (deliveries not settled yet, creation time of the oldest), for the
+        `/metrics` gauges: one grouped read over the (status, next_attempt_at) index."""
+        unsettled = (*_DUE, DeliveryStatus.IN_FLIGHT)
+        async with self.db.reader.connect() as conn:
+            result = await conn.execute(
+                sa.select(
+                    deliveries.c.channel, sa.func.count(), sa.func.min(deliveries.c.created_at)
+                )
+                .where(deliveries.c.status.in_([s.value for s in unsettled]))
+                .group_by(deliveries.c.channel)
+            )
+            return {r[0]: (int(r[1]), r[2]) for r in result}

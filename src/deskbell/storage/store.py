@@ -7,6 +7,7 @@ replay) is `storage/queue.py`, which Store inherits, so callers see one object.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,9 +25,11 @@ from deskbell.models import (
 from deskbell.routing.router import Target
 from deskbell.storage.engine import Database
 from deskbell.storage.queue import (
+    NO_TRACE,
     AttemptResult,
     Claimed,
     DeliveryQueue,
+    RequestTrace,
     delivery_from_row,
     new_id,
     notify_due,
@@ -35,7 +38,17 @@ from deskbell.storage.tables import deliveries, requests
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
-__all__ = ["AttemptResult", "Claimed", "Store", "new_id"]
+__all__ = ["AttemptResult", "Claimed", "NewRequest", "Store", "new_id"]
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """One request waiting for the group commit."""
+
+    payload: AssistanceRequestIn
+    targets: Sequence[Target]
+    now: datetime
+    trace: RequestTrace = NO_TRACE
 
 
 class Store(DeliveryQueue):
@@ -56,6 +69,7 @@ class Store(DeliveryQueue):
         *,
         idempotency_key: str | None = None,
         body_hash: str | None = None,
+        trace: RequestTrace = NO_TRACE,
         _repeat: bool = False,
     ) -> tuple[StoredRequest, bool]:
         """Commit a request and one pending delivery per target in one transaction.
@@ -74,7 +88,9 @@ class Store(DeliveryQueue):
                         found = await self._load(conn, existing.id)
                         assert found is not None
                         return found, False
-                stored = await self._insert(conn, payload, targets, now, idempotency_key, body_hash)
+                stored = await self._insert(
+                    conn, payload, targets, now, idempotency_key, body_hash, trace
+                )
                 await notify_due(conn)
                 return stored, True
         except IntegrityError:
@@ -87,6 +103,7 @@ class Store(DeliveryQueue):
                 now,
                 idempotency_key=idempotency_key,
                 body_hash=body_hash,
+                trace=trace,
                 _repeat=True,
             )
 
@@ -110,6 +127,18 @@ class Store(DeliveryQueue):
             return None
         return row
 
+    async def accept_many(self, items: Sequence[NewRequest]) -> list[StoredRequest]:
+        """Commit many new requests (no Idempotency-Key) and their deliveries in one
+        transaction: the group commit. All are stored, or none and the error is raised."""
+        built = [self._rows(i.payload, i.targets, i.now, None, None, i.trace) for i in items]
+        async with self.db.writer.begin() as conn:
+            await conn.execute(requests.insert(), [request_row for request_row, _, _ in built])
+            delivery_rows = [row for _, rows, _ in built for row in rows]
+            if delivery_rows:
+                await conn.execute(deliveries.insert(), delivery_rows)
+            await notify_due(conn)
+        return [stored for _, _, stored in built]
+
     async def _insert(
         self,
         conn: AsyncConnection,
@@ -118,18 +147,37 @@ class Store(DeliveryQueue):
         now: datetime,
         idempotency_key: str | None,
         body_hash: str | None,
+        trace: RequestTrace = NO_TRACE,
     ) -> StoredRequest:
-        request_id = new_id()
-        await conn.execute(
-            requests.insert().values(
-                id=request_id,
-                topic=payload.topic,
-                payload=payload.model_dump(mode="json", exclude_none=True),
-                created_at=now,
-                idempotency_key=idempotency_key,
-                body_hash=body_hash,
-            )
+        request_row, delivery_rows, stored = self._rows(
+            payload, targets, now, idempotency_key, body_hash, trace
         )
+        await conn.execute(requests.insert(), [request_row])
+        if delivery_rows:
+            await conn.execute(deliveries.insert(), delivery_rows)
+        return stored
+
+    @staticmethod
+    def _rows(
+        payload: AssistanceRequestIn,
+        targets: Sequence[Target],
+        now: datetime,
+        idempotency_key: str | None,
+        body_hash: str | None,
+        trace: RequestTrace = NO_TRACE,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], StoredRequest]:
+        """The rows of one new request and its deliveries, and what the caller gets back."""
+        request_id = new_id()
+        request_row = {
+            "id": request_id,
+            "topic": payload.topic,
+            "payload": payload.model_dump(mode="json", exclude_none=True),
+            "created_at": now,
+            "idempotency_key": idempotency_key,
+            "body_hash": body_hash,
+            "http_request_id": trace.http_request_id,
+            "traceparent": trace.traceparent,
+        }
         created = [
             Delivery(
                 id=new_id(),
@@ -144,25 +192,22 @@ class Store(DeliveryQueue):
             )
             for target in targets
         ]
-        if created:
-            await conn.execute(
-                deliveries.insert(),
-                [
-                    {
-                        "id": d.id,
-                        "request_id": request_id,
-                        "channel": d.channel,
-                        "status": d.status.value,
-                        "attempts": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                        "next_attempt_at": now,
-                        "fallback_channel": target.fallback,
-                    }
-                    for d, target in zip(created, targets, strict=True)
-                ],
-            )
-        return StoredRequest(id=request_id, created_at=now, payload=payload, deliveries=created)
+        delivery_rows = [
+            {
+                "id": d.id,
+                "request_id": request_id,
+                "channel": d.channel,
+                "status": d.status.value,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "next_attempt_at": now,
+                "fallback_channel": target.fallback,
+            }
+            for d, target in zip(created, targets, strict=True)
+        ]
+        stored = StoredRequest(id=request_id, created_at=now, payload=payload, deliveries=created)
+        return request_row, delivery_rows, stored
 
     # ---- reads --------------------------------------------------------------------------
 

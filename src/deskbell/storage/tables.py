@@ -54,6 +54,10 @@ requests = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("idempotency_key", sa.String(255), nullable=True, unique=True),
     sa.Column("body_hash", sa.String(64), nullable=True),
+    # Migration 0003: the ingest's X-Request-ID and W3C traceparent, for its deliveries' logs
+    # and spans (storage/queue.py `RequestTrace`).
+    sa.Column("http_request_id", sa.String(128), nullable=True),
+    sa.Column("traceparent", sa.String(64), nullable=True),
 )
 
 deliveries = sa.Table(

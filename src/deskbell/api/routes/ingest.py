@@ -16,13 +16,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from deskbell.api.auth import PrincipalDep
+from deskbell.api.auth import Principal, PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
 from deskbell.api.limits import read_body
+from deskbell.api.middleware import request_trace
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn
+from deskbell.wiring import Runtime
 
 router = APIRouter(tags=["ingest"])
 log = structlog.get_logger(__name__)
@@ -81,10 +83,20 @@ async def ingest(
     principal: PrincipalDep,
     idempotency_key: str | None = Header(default=None, min_length=1, max_length=255),
 ) -> JSONResponse:
+    """Documents the endpoint; requests are served by `api/fast_ingest.py`, which calls
+    `accept_request` directly (see docs/architecture.md, "The ingest path")."""
+    return await accept_request(request, runtime, principal, idempotency_key)
+
+
+async def accept_request(
+    request: Request, runtime: Runtime, principal: Principal, idempotency_key: str | None
+) -> JSONResponse:
+    """The whole ingest: type, size, parse, route, commit, then 202. Raises ApiError."""
     if not _is_json(request.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
     body = await read_body(request, runtime.settings.max_body_bytes)
     payload = parse(body)
+    request.state.ingest_topic = payload.topic  # for deskbell_requests_total (api/middleware.py)
     router_ = runtime.active.router
     targets = router_.targets(payload)
     if not targets:
@@ -99,12 +111,12 @@ async def ingest(
         idempotency_key = f"webhook:{principal.name}:{principal.webhook_id}"[:255]
     body_hash = hashlib.sha256(body).hexdigest() if idempotency_key else None
     try:
-        stored, created = await runtime.store.accept(
+        stored, created = await runtime.accept(
             payload,
             targets,
-            runtime.clock.now(),
             idempotency_key=idempotency_key,
             body_hash=body_hash,
+            trace=request_trace(request),
         )
     except IdempotencyConflict as exc:
         raise ApiError(
@@ -115,6 +127,7 @@ async def ingest(
         raise ApiError(
             503, "database_unavailable", "database unavailable; nothing was stored"
         ) from exc
+    request.state.ingest_outcome = "accepted" if created else "duplicate"
     if created:
         runtime.wake_workers()
         log.info(

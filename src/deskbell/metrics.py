@@ -1,0 +1,180 @@
+"""Every Prometheus instrument deskbell has, and the `/metrics` text (docs/operations.md).
+
+Why one object per runtime rather than module-level instruments: a test builds many runtimes
+in one process, and each must count from zero on its own registry (no globals, DESIGN).
+
+Labels are bounded: `topic` is one of the active config's topics or "other" (a `default:`
+route accepts any topic, and a label per caller-chosen string would grow without limit),
+`channel` is a configured channel name, `outcome` is from the small tuples below, `route` is
+the route template. Every series that can be known at start is created at start, so a
+dashboard shows zeros rather than gaps.
+
+Several processes (`serve --no-workers` plus `deskbell worker`s, on one host or sharing a
+volume): set PROMETHEUS_MULTIPROC_DIR to an empty directory they all can write. Counters and
+histograms then live in per-process files there and any process's `/metrics` sums them all;
+the breaker gauge shows the highest value among live processes. The backlog gauges are read
+from the database at scrape time, so they are right whichever process answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from deskbell.models import DeliveryStatus
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+REQUEST_OUTCOMES = ("accepted", "duplicate", "rejected", "failed")
+DELIVERY_OUTCOMES = ("sent", "retried", "dead")
+_OUTCOME_OF_STATUS = {
+    DeliveryStatus.SENT: "sent",
+    DeliveryStatus.RETRYING: "retried",
+    DeliveryStatus.DEAD: "dead",
+}
+ATTEMPT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+Backlog = Mapping[str, tuple[int, datetime]]
+"""channel -> (unsettled deliveries, creation time of the oldest); `Store.backlog()`."""
+
+
+class Metrics:
+    def __init__(self, *, topics: Iterable[str] = (), channels: Iterable[str] = ()) -> None:
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.topics = frozenset(topics)
+        self.channels = tuple(channels)
+        self.requests = Counter(
+            "deskbell_requests",
+            "Assistance requests posted to the ingest endpoint, by topic and outcome "
+            "(accepted, duplicate: an idempotent repeat, rejected: 4xx, failed: 5xx).",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "deskbell_deliveries",
+            "Delivery attempts by what they led to: sent, retried (a transient failure, "
+            "another attempt is scheduled) or dead (given up).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.attempt_seconds = Histogram(
+            "deskbell_delivery_attempt_seconds",
+            "Duration of one delivery attempt (the channel's send).",
+            ["channel"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "deskbell_delivery_latency_seconds",
+            "From the request's accept (the 202) to its delivery being sent.",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            "deskbell_channel_breaker_open",
+            "1 while the channel's circuit breaker is open or probing (in any live process).",
+            ["channel"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "deskbell_http_request_duration_seconds",
+            "HTTP requests by method, route template and status code.",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        for topic in (*sorted(self.topics), OTHER):
+            for outcome in REQUEST_OUTCOMES:
+                self.requests.labels(topic, outcome)
+        for channel in self.channels:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(channel, outcome)
+            self.attempt_seconds.labels(channel)
+            self.latency_seconds.labels(channel)
+
+    def topic_label(self, topic: str | None) -> str:
+        return topic if topic is not None and topic in self.topics else OTHER
+
+    def request(self, topic: str | None, outcome: str) -> None:
+        self.requests.labels(self.topic_label(topic), outcome).inc()
+
+    def attempt(
+        self, channel: str, status: DeliveryStatus, seconds: float, latency: float | None
+    ) -> None:
+        """One recorded attempt; `latency` (accept to sent) only when it was sent."""
+        self.attempt_seconds.labels(channel).observe(max(0.0, seconds))
+        outcome = _OUTCOME_OF_STATUS.get(status)
+        if outcome is not None:
+            self.deliveries.labels(channel, outcome).inc()
+        if latency is not None:
+            self.latency_seconds.labels(channel).observe(max(0.0, latency))
+
+    def breaker(self, channel: str, is_open: bool) -> None:
+        self.breaker_open.labels(channel).set(1 if is_open else 0)
+
+    def render(self, backlog: Backlog, now: datetime) -> bytes:
+        """The text exposition: the instruments (this process's, or every process's in
+        multiprocess mode) and the backlog gauges from the snapshot the caller read."""
+        if self.multiprocess_dir is not None:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+            own = generate_latest(merged)
+        else:
+            own = generate_latest(self.registry)
+        snapshot = CollectorRegistry()
+        snapshot.register(_BacklogCollector(backlog, self.channels, now))
+        return own + generate_latest(snapshot)
+
+
+class _BacklogCollector(Collector):
+    """Gauges computed from one read of the store, not kept in the process."""
+
+    def __init__(self, backlog: Backlog, channels: Iterable[str], now: datetime) -> None:
+        self.backlog = backlog
+        self.channels = sorted({*channels, *backlog})
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            "deskbell_deliveries_pending",
+            "Deliveries not settled yet (pending, retrying or in flight).",
+            labels=["channel"],
+        )
+        oldest = GaugeMetricFamily(
+            "deskbell_oldest_pending_seconds",
+            "Age of the oldest unsettled delivery; 0 when there is none.",
+            labels=["channel"],
+        )
+        for channel in self.channels:
+            count, since = self.backlog.get(channel, (0, self.now))
+            pending.add_metric([channel], count)
+            oldest.add_metric([channel], max(0.0, (self.now - since).total_seconds()))
+        yield pending
+        yield oldest
+
+
+def prepare_multiprocess() -> None:
+    """Name each process's metric files `host-pid` instead of `pid`, before any instrument
+    exists: containers sharing a PROMETHEUS_MULTIPROC_DIR volume all run as pid 1, and two
+    processes writing one file would corrupt it. A no-op without the variable."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return
+    import socket
+
+    from prometheus_client import values
+
+    host = socket.gethostname().replace("_", "-")
+    make = values.MultiProcessValue
+    values.ValueClass = make(lambda: f"{host}-{os.getpid()}")  # type: ignore[no-untyped-call]  # untyped upstream
