@@ -28,7 +28,7 @@ from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
 from deskbell.storage.group_commit import GroupCommitter
-from deskbell.storage.queue import NO_TRACE, RequestTrace
+from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.storage.store import Store
 from deskbell.tracing import Tracing
 

@@ -27,7 +27,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskbell.storage.queue import RequestTrace
+from deskbell.storage.records import RequestTrace
 from deskbell.wiring import Runtime
 
 HEADER = "X-Request-ID"

@@ -18,7 +18,7 @@ import structlog
 
 from deskbell.models import AssistanceRequestIn, StoredRequest
 from deskbell.routing.router import Target
-from deskbell.storage.queue import NO_TRACE, RequestTrace
+from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.storage.store import NewRequest, Store
 
 log = structlog.get_logger(__name__)

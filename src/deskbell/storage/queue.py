@@ -10,26 +10,26 @@ work due sends NOTIFY in the same transaction, so listening workers wake at the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-import uuid_utils
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.errors import InvalidState, NotFound
 from deskbell.models import AssistanceRequestIn, Attempt, Delivery, DeliveryStatus, Outcome
 from deskbell.storage.engine import Database
+from deskbell.storage.records import (
+    AttemptResult,
+    Claimed,
+    RequestTrace,
+    delivery_from_row,
+    new_id,
+)
 from deskbell.storage.tables import attempts, deliveries, requests
 
 NOTIFY_CHANNEL = "deskbell_due"
 _DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
-
-
-def new_id() -> str:
-    """UUIDv7: time-ordered, so inserts append to the index instead of scattering."""
-    return str(uuid_utils.uuid7())
 
 
 async def notify_due(conn: AsyncConnection) -> None:
@@ -80,58 +80,6 @@ def _candidates(
         sa.select(deliveries.c.id)
         .where(deliveries.c.id.in_(chosen), due)
         .with_for_update(skip_locked=True)
-    )
-
-
-@dataclass(frozen=True)
-class RequestTrace:
-    """Where a request came from, stored with it so its deliveries' log lines and spans, run
-    later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent."""
-
-    http_request_id: str | None = None
-    traceparent: str | None = None
-
-
-NO_TRACE = RequestTrace()
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery a worker now holds, with what it needs to send it."""
-
-    delivery: Delivery
-    request: AssistanceRequestIn
-    accepted_at: datetime
-    lease_owner: str
-    trace: RequestTrace = NO_TRACE
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What the worker decided after one attempt; the Store only records it."""
-
-    outcome: Outcome
-    status: DeliveryStatus
-    started_at: datetime
-    finished_at: datetime
-    error: str | None = None
-    next_attempt_at: datetime | None = None
-
-
-def delivery_from_row(row: Any) -> Delivery:
-    return Delivery(
-        id=row.id,
-        request_id=row.request_id,
-        channel=row.channel,
-        status=DeliveryStatus(row.status),
-        attempts=row.attempts,
-        created_at=row.created_at,
-        next_attempt_at=row.next_attempt_at,
-        last_error=row.last_error,
-        sent_at=row.sent_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-        fallback_of=row.fallback_of,
     )
 
 

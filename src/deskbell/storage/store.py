@@ -24,15 +24,14 @@ from deskbell.models import (
 )
 from deskbell.routing.router import Target
 from deskbell.storage.engine import Database
-from deskbell.storage.queue import (
+from deskbell.storage.queue import DeliveryQueue, notify_due
+from deskbell.storage.records import (
     NO_TRACE,
     AttemptResult,
     Claimed,
-    DeliveryQueue,
     RequestTrace,
     delivery_from_row,
     new_id,
-    notify_due,
 )
 from deskbell.storage.tables import deliveries, requests
 
