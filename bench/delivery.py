@@ -29,10 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
-from sqlalchemy.engine import make_url
+from common import PG, drop_postgres, free_port, fresh_postgres, wait_http
 
 from deskbell.models import DeliveryStatus
 from deskbell.storage.engine import connect
@@ -40,17 +39,6 @@ from deskbell.storage.migrate import upgrade
 from deskbell.storage.store import Store
 
 HERE = Path(__file__).parent
-PG = os.environ.get(
-    "DESKBELL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Proc:
@@ -65,33 +53,6 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.p.kill()
         self.log.close()
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def fresh_postgres() -> tuple[str, str]:
-    base = make_url(PG)
-    name = f"deskbell_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(base.set(drivername="postgresql").render_as_string(False))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return base.set(database=name).render_as_string(hide_password=False), name
-
-
-async def drop_postgres(name: str) -> None:
-    admin = await asyncpg.connect(make_url(PG).set(drivername="postgresql").render_as_string(False))
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def sent_count(store: Store) -> int:
@@ -141,7 +102,10 @@ async def run_setup(
     if engine == "sqlite":
         db_url = f"sqlite+aiosqlite:///{tmp / f'bench-{uuid.uuid4().hex[:6]}.db'}"
     else:
-        db_url, pg_name = await fresh_postgres()
+        created = await fresh_postgres()
+        if created is None:
+            raise RuntimeError(f"PostgreSQL unreachable at {PG}")
+        db_url, pg_name = created
     database = connect(db_url)
     await upgrade(database)
     store = Store(database)

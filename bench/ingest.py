@@ -17,28 +17,20 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from common import drop_postgres, free_port, fresh_postgres, wait_http
 
 from deskbell.storage.engine import connect
 from deskbell.storage.tables import requests
 
 HERE = Path(__file__).parent
-PG = os.environ.get(
-    "DESKBELL_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 BODY = orjson.dumps({"topic": "sales", "description": "Wants a quote for 40 seats"}).decode()
 LUA = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
@@ -46,23 +38,6 @@ wrk.headers["Content-Type"] = "application/json"
 """
 UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
            "--log-level", "warning"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_up(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, Any]:
@@ -116,24 +91,6 @@ async def rows(url: str) -> int:
         await db.dispose()
 
 
-async def postgres_db() -> tuple[str, str] | None:
-    base = make_url(PG)
-    name = f"deskbell_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = await asyncpg.connect(base.set(drivername="postgresql").render_as_string(False))
-    except (OSError, asyncpg.PostgresError):
-        return None
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return base.set(database=name).render_as_string(hide_password=False), name
-
-
-async def drop_postgres(name: str) -> None:
-    admin = await asyncpg.connect(make_url(PG).set(drivername="postgresql").render_as_string(False))
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
 async def run_deskbell(
     url: str, args: argparse.Namespace, tmp: Path, script: Path
 ) -> dict[str, Any]:
@@ -151,7 +108,7 @@ async def run_deskbell(
     }
     server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], env, tmp / "d.log")
     try:
-        wait_up(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
         result = wrk(port, args.seconds, args.connections, script)
     finally:
         stop(server)
@@ -170,7 +127,7 @@ def run_plain(
     server = start([sys.executable, *UVICORN, "--app-dir", str(HERE), "--port", str(port), app],
                    env, tmp / f"{app.split(':')[0]}.log")  # fmt: skip
     try:
-        wait_up(f"http://127.0.0.1:{port}/")
+        wait_http(f"http://127.0.0.1:{port}/")
         return wrk(port, args.seconds, args.connections, script)
     finally:
         stop(server)
@@ -192,7 +149,7 @@ async def main() -> None:
         sqlite = await run_deskbell(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args, tmp, script)
         naive = run_plain("naive_app:app", env, args, tmp, script)
         postgres = None
-        pg = await postgres_db()
+        pg = await fresh_postgres()
         if pg is not None:
             try:
                 postgres = await run_deskbell(pg[0], args, tmp, script)
