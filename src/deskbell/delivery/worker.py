@@ -76,9 +76,6 @@ class WorkerPool:
     def wake(self) -> None:
         self._wake.set()
 
-    def breaker_states(self) -> dict[str, BreakerState]:
-        return {name: breaker.state for name, breaker in self._breakers.items()}
-
     async def run(self) -> None:
         log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
         helpers = [asyncio.create_task(self._heartbeat(), name="deskbell-lease-heartbeat")]
