@@ -97,12 +97,19 @@ class AssistanceRequestIn(BaseModel):
 
         Routing rules match on these paths, so the lookup lives with the data it reads.
         """
+        if "." not in path and path in _PLAIN_FIELDS:
+            return getattr(self, path)  # the common case (`topic`), without a whole dump
         current: Any = self.model_dump(mode="json")
         for part in path.split("."):
             if not isinstance(current, dict) or part not in current:
                 return None
             current = current[part]
         return current
+
+
+# Fields whose value is already what the JSON dump holds (str or None), so routing can read
+# them directly.
+_PLAIN_FIELDS = frozenset({"topic", "description", "language", "conversation_url"})
 
 
 class DeliveryStatus(StrEnum):
@@ -154,3 +161,28 @@ class StoredRequest:
     created_at: datetime
     payload: AssistanceRequestIn
     deliveries: list[Delivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    id: str
+    channel: str
+    status: DeliveryStatus = DeliveryStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a 202 tells the caller: the stored request's id and its deliveries. The group
+    commit builds it from the ids it generated, without reading anything back."""
+
+    id: str
+    topic: str
+    deliveries: tuple[DeliveryReceipt, ...]
+
+    @classmethod
+    def of(cls, stored: StoredRequest) -> Receipt:
+        return cls(
+            stored.id,
+            stored.payload.topic,
+            tuple(DeliveryReceipt(d.id, d.channel, d.status) for d in stored.deliveries),
+        )

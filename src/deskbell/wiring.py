@@ -23,12 +23,13 @@ from deskbell.config.schema import DeskbellConfig
 from deskbell.delivery.worker import WorkerPool
 from deskbell.errors import ConfigError
 from deskbell.metrics import Metrics
-from deskbell.models import AssistanceRequestIn, StoredRequest
+from deskbell.models import AssistanceRequestIn, Receipt
 from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
-from deskbell.storage.group_commit import GroupCommitter
+from deskbell.storage.group_commit import GroupCommitter, Ingest, IngestRows, IngestWriter
 from deskbell.storage.records import NO_TRACE, RequestTrace
+from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
 from deskbell.storage.store import Store
 from deskbell.tracing import Tracing
 
@@ -82,10 +83,15 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     tracing: Tracing = field(default_factory=Tracing.off)
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    ingest: GroupCommitter = field(init=False, repr=False)
+    ingest: Ingest = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.ingest = GroupCommitter(self.store)
+        path = sqlite_file(self.db.url)
+        if path is not None:
+            rows = IngestRows(self.db.writer.dialect)
+            self.ingest = SQLiteGroupCommit(path, rows, self.clock.now)
+        else:
+            self.ingest = GroupCommitter(IngestWriter(self.db), self.clock.now)
 
     def channels(self) -> Mapping[str, tuple[Channel, ChannelSettings]]:
         return self.active.channels
@@ -98,16 +104,21 @@ class Runtime:
         idempotency_key: str | None = None,
         body_hash: str | None = None,
         trace: RequestTrace = NO_TRACE,
-    ) -> tuple[StoredRequest, bool]:
-        """Store a request; returns (request, created). Without an Idempotency-Key it joins
+    ) -> tuple[Receipt, bool]:
+        """Store a request; returns (receipt, created). Without an Idempotency-Key it joins
         the group commit; with one it takes its own transaction (the key must be checked and
         claimed atomically, and such requests are rare)."""
-        now = self.clock.now()
         if idempotency_key is None:
-            return await self.ingest.accept(payload, targets, now, trace), True
-        return await self.store.accept(
-            payload, targets, now, idempotency_key=idempotency_key, body_hash=body_hash, trace=trace
+            return await self.ingest.accept(payload, targets, trace), True
+        stored, created = await self.store.accept(
+            payload,
+            targets,
+            self.clock.now(),
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            trace=trace,
         )
+        return Receipt.of(stored), created
 
     def start_workers(self) -> None:
         if self.workers is not None and self._worker_task is None:

@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from deskbell import __version__
 from deskbell.api.auth import Authenticator, read_or_admin, require_scope
 from deskbell.api.errors import install_error_handlers
-from deskbell.api.fast_ingest import IngestFastPath
+from deskbell.api.fast_ingest import PATH as INGEST_PATH
+from deskbell.api.fast_ingest import IngestEndpoint
 from deskbell.api.middleware import ObservabilityMiddleware, record_route
 from deskbell.api.routes import admin, channels, config, ingest, metrics, ops, requests
 from deskbell.api.schemas import ErrorOut
@@ -19,7 +21,27 @@ from deskbell.models import AssistanceRequestIn
 from deskbell.wiring import Runtime
 
 
-def create_app(runtime: Runtime, *, start_workers: bool = True) -> FastAPI:
+class DeskbellAPI(FastAPI):
+    """FastAPI, except that `POST /v1/assistance-requests` goes straight to the lean ingest
+    path (api/fast_ingest.py) before the middleware stack; everything else, lifespan
+    included, is FastAPI's."""
+
+    ingest_endpoint: IngestEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.ingest_endpoint
+        if (
+            endpoint is not None
+            and scope["type"] == "http"
+            and scope["path"] == INGEST_PATH
+            and scope["method"] == "POST"
+        ):
+            await endpoint(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if start_workers:
@@ -29,7 +51,7 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> FastAPI:
         finally:
             await runtime.aclose()
 
-    app = FastAPI(
+    app = DeskbellAPI(
         title="deskbell",
         version=__version__,
         summary="Durable hand-off of chatbot assistance requests to Slack, email and more.",
@@ -41,9 +63,9 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    app.state.authenticator = Authenticator(runtime)
+    app.state.authenticator = authenticator = Authenticator(runtime)
+    app.ingest_endpoint = IngestEndpoint(runtime, authenticator)
     install_error_handlers(app)
-    app.add_middleware(IngestFastPath, runtime=runtime)  # innermost: the lean ingest path
     app.add_middleware(ObservabilityMiddleware, runtime=runtime)  # request id, HTTP metrics
     app.include_router(ops.router, responses=_ERROR_RESPONSES)  # /healthz, /readyz: open
     if runtime.settings.metrics_open:

@@ -114,11 +114,14 @@ class Authenticator:
         if self.runtime.active.config.sources:
             self.required = True
         elif self._now() >= self._next_probe:
+            # Set before the await: the requests arriving while this probe runs must not each
+            # start their own (under load that was one query per request for a moment).
+            self._next_probe = self._now() + PROBE_EVERY
             try:
                 self.required = await self.keys.any_active()
             except (OperationalError, DBAPIError, OSError) as exc:
+                self._next_probe = 0.0
                 raise ApiError(503, "database_unavailable", "cannot check API keys") from exc
-            self._next_probe = self._now() + PROBE_EVERY
         return self.required
 
     async def authenticate(self, request: Request) -> Principal:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from deskbell.api.errors import ApiError
 
@@ -29,7 +30,8 @@ MAX_BUCKETS = 10_000
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
-    cached = getattr(request.state, "raw_body", None)
+    state = request.scope.setdefault("state", {})  # what `request.state` wraps
+    cached = state.get("raw_body")
     if isinstance(cached, bytes):
         return cached
     declared = request.headers.get("content-length")
@@ -37,13 +39,21 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    # The ASGI messages themselves rather than `request.stream()`: an async generator per
+    # request was a measurable share of the ingest CPU.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    request.state.raw_body = body
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    state["raw_body"] = body
     return body
 
 

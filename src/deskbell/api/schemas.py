@@ -22,17 +22,6 @@ class Accepted(BaseModel):
     status: Literal["accepted"] = "accepted"
     deliveries: list[DeliveryBrief]
 
-    @classmethod
-    def of(cls, stored: StoredRequest) -> Accepted:
-        return cls(
-            id=stored.id,
-            topic=stored.payload.topic,
-            deliveries=[
-                DeliveryBrief(id=d.id, channel=d.channel, status=d.status)
-                for d in stored.deliveries
-            ],
-        )
-
 
 class DeliveryOut(BaseModel):
     id: str

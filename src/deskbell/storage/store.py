@@ -7,7 +7,6 @@ replay) is `storage/queue.py`, which Store inherits, so callers see one object.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,17 +36,7 @@ from deskbell.storage.tables import deliveries, requests
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
-__all__ = ["AttemptResult", "Claimed", "NewRequest", "Store", "new_id"]
-
-
-@dataclass(frozen=True)
-class NewRequest:
-    """One request waiting for the group commit."""
-
-    payload: AssistanceRequestIn
-    targets: Sequence[Target]
-    now: datetime
-    trace: RequestTrace = NO_TRACE
+__all__ = ["AttemptResult", "Claimed", "Store", "new_id"]
 
 
 class Store(DeliveryQueue):
@@ -125,18 +114,6 @@ class Store(DeliveryQueue):
             )
             return None
         return row
-
-    async def accept_many(self, items: Sequence[NewRequest]) -> list[StoredRequest]:
-        """Commit many new requests (no Idempotency-Key) and their deliveries in one
-        transaction: the group commit. All are stored, or none and the error is raised."""
-        built = [self._rows(i.payload, i.targets, i.now, None, None, i.trace) for i in items]
-        async with self.db.writer.begin() as conn:
-            await conn.execute(requests.insert(), [request_row for request_row, _, _ in built])
-            delivery_rows = [row for _, rows, _ in built for row in rows]
-            if delivery_rows:
-                await conn.execute(deliveries.insert(), delivery_rows)
-            await notify_due(conn)
-        return [stored for _, _, stored in built]
 
     async def _insert(
         self,

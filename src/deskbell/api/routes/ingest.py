@@ -3,16 +3,22 @@
 The body is read by hand rather than by FastAPI's body parameter so that each failure gets
 its own status (400 not JSON, 413 too large while still reading, 415 wrong type) and nothing
 is parsed before its size is known. The OpenAPI schema still documents the body.
+
+Requests are served by `api/fast_ingest.py`, ahead of FastAPI's stack; the route here
+documents the endpoint in OpenAPI and answers the same way, through the same `accept_request`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -20,14 +26,15 @@ from deskbell.api.auth import Principal, PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
 from deskbell.api.limits import read_body
-from deskbell.api.middleware import request_trace
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
-from deskbell.models import AssistanceRequestIn
+from deskbell.models import AssistanceRequestIn, Receipt
+from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.wiring import Runtime
 
 router = APIRouter(tags=["ingest"])
 log = structlog.get_logger(__name__)
+_INFO = logging.getLogger(__name__)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": why}
@@ -82,21 +89,58 @@ async def ingest(
     runtime: RuntimeDep,
     principal: PrincipalDep,
     idempotency_key: str | None = Header(default=None, min_length=1, max_length=255),
-) -> JSONResponse:
+) -> Response:
     """Documents the endpoint; requests are served by `api/fast_ingest.py`, which calls
     `accept_request` directly (see docs/architecture.md, "The ingest path")."""
-    return await accept_request(request, runtime, principal, idempotency_key)
+    trace = RequestTrace(request.scope.get("state", {}).get("http_request_id"))
+    answer = await accept_request(request, runtime, principal, idempotency_key, trace)
+    return Response(answer.body, answer.status, dict(answer.headers), "application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A rendered JSON answer: the lean path sends it as two ASGI messages, no Response."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def error(cls, exc: ApiError) -> Answer:
+        body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
+        return cls(exc.status, orjson.dumps(body), tuple((exc.headers or {}).items()))
+
+    @classmethod
+    def accepted(cls, receipt: Receipt) -> Answer:
+        """The `Accepted` schema, rendered straight from the receipt."""
+        body = {
+            "id": receipt.id,
+            "topic": receipt.topic,
+            "status": "accepted",
+            "deliveries": [
+                {"id": d.id, "channel": d.channel, "status": d.status} for d in receipt.deliveries
+            ],
+        }
+        location = f"/v1/assistance-requests/{receipt.id}"
+        return cls(202, orjson.dumps(body), (("location", location),))
 
 
 async def accept_request(
-    request: Request, runtime: Runtime, principal: Principal, idempotency_key: str | None
-) -> JSONResponse:
-    """The whole ingest: type, size, parse, route, commit, then 202. Raises ApiError."""
+    request: Request,
+    runtime: Runtime,
+    principal: Principal,
+    idempotency_key: str | None,
+    trace: RequestTrace = NO_TRACE,
+) -> Answer:
+    """The whole ingest: type, size, parse, route, commit, then 202. Raises ApiError.
+
+    Leaves `ingest_topic` and `ingest_outcome` in `request.state` for deskbell_requests_total.
+    """
     if not _is_json(request.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
     body = await read_body(request, runtime.settings.max_body_bytes)
     payload = parse(body)
-    request.state.ingest_topic = payload.topic  # for deskbell_requests_total (api/middleware.py)
+    request.state.ingest_topic = payload.topic
     router_ = runtime.active.router
     targets = router_.targets(payload)
     if not targets:
@@ -111,33 +155,27 @@ async def accept_request(
         idempotency_key = f"webhook:{principal.name}:{principal.webhook_id}"[:255]
     body_hash = hashlib.sha256(body).hexdigest() if idempotency_key else None
     try:
-        stored, created = await runtime.accept(
-            payload,
-            targets,
-            idempotency_key=idempotency_key,
-            body_hash=body_hash,
-            trace=request_trace(request),
+        receipt, created = await runtime.accept(
+            payload, targets, idempotency_key=idempotency_key, body_hash=body_hash, trace=trace
         )
     except IdempotencyConflict as exc:
         raise ApiError(
             409, "idempotency_conflict", "Idempotency-Key was used with a different body"
         ) from exc
     except (OperationalError, DBAPIError, OSError) as exc:
-        log.error("ingest_store_failed", error=str(exc))
+        log.error("ingest_store_failed", error=str(exc), http_request_id=trace.http_request_id)
         raise ApiError(
             503, "database_unavailable", "database unavailable; nothing was stored"
         ) from exc
     request.state.ingest_outcome = "accepted" if created else "duplicate"
     if created:
         runtime.wake_workers()
-        log.info(
-            "request_accepted",
-            request_id=stored.id,
-            topic=payload.topic,
-            channels=[d.channel for d in stored.deliveries],
-        )
-    return JSONResponse(
-        Accepted.of(stored).model_dump(mode="json"),
-        status_code=202,
-        headers={"Location": f"/v1/assistance-requests/{stored.id}"},
-    )
+        if _INFO.isEnabledFor(logging.INFO):  # skips structlog's work when the line is dropped
+            log.info(
+                "request_accepted",
+                request_id=receipt.id,
+                topic=receipt.topic,
+                channels=[d.channel for d in receipt.deliveries],
+                http_request_id=trace.http_request_id,
+            )
+    return Answer.accepted(receipt)
