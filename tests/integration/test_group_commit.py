@@ -1,26 +1,41 @@
-"""Group commit under concurrency: every 202 is stored, and when a batch's commit fails, every
-request in it gets 503 and none of them is stored. The failure is real: a SQLite trigger
-aborts the insert of one poisoned row, which fails the whole transaction it is in."""
+"""Group commit under concurrency, on both engines (SQLite's writer thread, PostgreSQL's async
+engine): every 202 is stored, and when a batch's commit fails, every request in it gets 503
+and none of them is stored. The failure is real: a trigger aborts the insert of one poisoned
+row, which fails the whole transaction it is in."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import sqlalchemy as sa
 
+from deskbell.models import AssistanceRequestIn
+from deskbell.storage.sqlite_ingest import sqlite_file
 from deskbell.storage.tables import requests
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 
 URL = "/v1/assistance-requests"
-POISON = """
-CREATE TRIGGER poison BEFORE INSERT ON requests
-WHEN json_extract(NEW.payload, '$.description') = 'poison'
-BEGIN SELECT RAISE(ABORT, 'poisoned row'); END
-"""
+POISON = {
+    "sqlite": [
+        """CREATE TRIGGER poison BEFORE INSERT ON requests
+        WHEN json_extract(NEW.payload, '$.description') = 'poison'
+        BEGIN SELECT RAISE(ABORT, 'poisoned row'); END"""
+    ],
+    "postgresql": [
+        """CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.payload->>'description' = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF;
+            RETURN NEW;
+        END $$""",
+        """CREATE TRIGGER poison BEFORE INSERT ON requests
+        FOR EACH ROW EXECUTE FUNCTION poison()""",
+    ],
+}
 
 
 async def stored_ids(runtime: Runtime) -> set[str]:
@@ -29,11 +44,12 @@ async def stored_ids(runtime: Runtime) -> set[str]:
 
 
 async def test_concurrent_ingest_shares_commits_and_loses_nothing(
-    make_runtime: Callable[..., Runtime],
+    make_runtime: Callable[..., Runtime], database_url: str
 ) -> None:
-    runtime = make_runtime()
+    runtime = make_runtime(url=database_url)
     async with runtime.db.writer.begin() as conn:
-        await conn.execute(sa.text(POISON))
+        for statement in POISON[conn.dialect.name]:
+            await conn.execute(sa.text(statement))
     async with running_app(runtime, start_workers=False) as client:
 
         async def post(description: str) -> httpx.Response:
@@ -57,9 +73,9 @@ async def test_concurrent_ingest_shares_commits_and_loses_nothing(
 
 
 async def test_group_commit_batches_concurrent_requests(
-    make_runtime: Callable[..., Runtime],
+    make_runtime: Callable[..., Runtime], database_url: str
 ) -> None:
-    runtime = make_runtime()
+    runtime = make_runtime(url=database_url)
     async with running_app(runtime, start_workers=False) as client:
         answers = await asyncio.gather(
             *(client.post(URL, json={"topic": "sales", "description": f"r{i}"}) for i in range(100))
@@ -68,3 +84,47 @@ async def test_group_commit_batches_concurrent_requests(
     assert all(a.status_code == 202 for a in answers)
     assert committed == 100
     assert batches < 100  # requests shared transactions
+
+
+async def test_rows_written_through_the_driver_read_back_and_claim(
+    make_runtime: Callable[..., Runtime], database_url: str
+) -> None:
+    """The group commit bypasses SQLAlchemy's per-row type processing: what it stores must be
+    what the rest of the store reads (tz-aware timestamps, JSON payload) and what the claim
+    query compares against (`next_attempt_at <= now`)."""
+    runtime = make_runtime(
+        url=database_url,
+        config=(
+            "channels:\n  c: {type: console}\n  d: {type: console}\n"
+            "routes:\n  - match: {topic: sales}\n    to: [c]\n    fallback: d\n"
+        ),
+    )
+    payload = AssistanceRequestIn(
+        topic="sales", description="Wants a quote", metadata={"plan": "pro", "seats": 40}
+    )
+    before = runtime.clock.now()
+    receipt = await runtime.ingest.accept(payload, runtime.active.router.targets(payload))
+    stored = await runtime.store.get_request(receipt.id)
+    claimed = await runtime.store.claim(
+        "test", runtime.clock.now(), lease=timedelta(seconds=30), limit=10
+    )
+    await runtime.aclose()
+
+    assert stored is not None
+    assert stored.payload == payload
+    assert before <= stored.created_at <= before + timedelta(seconds=30)
+    assert stored.created_at.tzinfo is not None
+    assert [(d.id, d.channel, d.status) for d in stored.deliveries] == [
+        (d.id, d.channel, d.status) for d in receipt.deliveries
+    ]
+    assert [c.delivery.id for c in claimed] == [receipt.deliveries[0].id]
+
+
+def test_only_sqlite_files_get_the_writer_thread() -> None:
+    assert sqlite_file("sqlite+aiosqlite:////var/lib/deskbell/deskbell.db") == (
+        "/var/lib/deskbell/deskbell.db"
+    )
+    assert sqlite_file("sqlite+aiosqlite:///deskbell.db") == "deskbell.db"
+    assert sqlite_file("sqlite+aiosqlite://") is None
+    assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
+    assert sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test") is None
