@@ -3,7 +3,10 @@
 In one run, each server pinned to core 0 and wrk (1 thread, 64 connections) to core 1:
 - floor: a raw ASGI app answering 202 (bench/floor_app.py), uvicorn + uvloop + httptools;
 - deskbell: `deskbell serve --no-workers` on SQLite (and on PostgreSQL when reachable);
-- naive: FastAPI + pydantic + an aiosqlite commit per request (bench/naive_app.py).
+- naive: FastAPI + pydantic + an aiosqlite commit per request (bench/naive_app.py);
+- deskbell with `serve --no-workers --processes 2` on SQLite, pinned to cores 0-1: wrk on
+  core 1 then shares a core with one server process, so this figure understates what two
+  processes do on a machine with a core to spare for the load generator.
 After each deskbell run it checks that every 2xx wrk counted is a row in the database.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64]
@@ -20,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +124,64 @@ async def run_deskbell(
     return result
 
 
+PROCESS_CPUS = "0-1"  # both cores: wrk (core 1) shares one with a server process
+
+
+def start_on(cpus: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Like `start`, pinned to `cpus` (a taskset list) instead of core 0."""
+    with log.open("w") as out:
+        return subprocess.Popen(["taskset", "-c", cpus, *args], env=env, stdout=out, stderr=out)
+
+
+def wait_files(directory: Path, pattern: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(directory.glob(pattern))) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fewer than {count} {pattern} in {directory} after {timeout}s")
+        time.sleep(0.1)
+
+
+async def run_deskbell_processes(
+    url: str, args: argparse.Namespace, tmp: Path, script: Path, processes: int = 2
+) -> dict[str, Any]:
+    """`serve --no-workers --processes N`, checked like `run_deskbell`."""
+    port = free_port()
+    config = tmp / "bench-processes.yaml"
+    config.write_text(
+        "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
+    )
+    metrics = tmp / f"metrics-{port}"
+    metrics.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
+        "DESKBELL_DATABASE_URL": url,
+        "DESKBELL_CONFIG": str(config),
+        "DESKBELL_PORT": str(port),
+        "DESKBELL_LOG_LEVEL": "warning",
+        # serve would make one itself; named here so the bench sees every process start
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+    command = [sys.executable, "-m", "deskbell", "serve", "--no-workers",
+               "--processes", str(processes)]  # fmt: skip
+    server = start_on(PROCESS_CPUS, command, env, tmp / "dp.log")
+    try:
+        # each process writes its counter file while building its runtime, just before it
+        # accepts: wait for all of them, so wrk does not start against one process
+        wait_files(metrics, "counter_*.db", processes)
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        result = wrk(port, args.seconds, args.connections, script)
+    finally:
+        stop(server)
+    stored = await rows(url)
+    accepted = result["requests"] - result["errors"]
+    result["stored"] = stored
+    result["all_202_stored"] = accepted <= stored <= accepted + args.connections
+    result["processes"] = processes
+    result["server_cpus"] = PROCESS_CPUS
+    result["wrk_cpus"] = "1"
+    return result
+
+
 def run_plain(
     app: str, env: dict[str, str], args: argparse.Namespace, tmp: Path, script: Path
 ) -> dict[str, Any]:
@@ -148,6 +210,9 @@ async def main() -> None:
         floor = run_plain("floor_app:app", env, args, tmp, script)
         sqlite = await run_deskbell(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args, tmp, script)
         naive = run_plain("naive_app:app", env, args, tmp, script)
+        processes_2 = await run_deskbell_processes(
+            f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", args, tmp, script
+        )
         postgres = None
         pg = await fresh_postgres()
         if pg is not None:
@@ -171,6 +236,7 @@ async def main() -> None:
         "deskbell_sqlite": sqlite,
         "deskbell_postgresql": postgres,
         "naive": naive,
+        "deskbell_sqlite_processes_2": processes_2,
     }, option=orjson.OPT_INDENT_2).decode())  # fmt: skip
 
 

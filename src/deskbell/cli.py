@@ -6,24 +6,28 @@ import asyncio
 import signal
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import orjson
 import typer
+from pydantic import ValidationError
 
 from deskbell import __version__
 from deskbell.channels import build_registry
-from deskbell.cli_security import check_bind, keys_app
+from deskbell.cli_security import keys_app
 from deskbell.config.load import load_config, routing_table
 from deskbell.errors import DeskbellError
 from deskbell.metrics import prepare_multiprocess
 from deskbell.models import DeliveryStatus
 from deskbell.observability import configure_logging
+from deskbell.serving import migrate
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
-from deskbell.storage.migrate import upgrade
 from deskbell.storage.store import Store
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 config_app = typer.Typer(no_args_is_help=True, help="Check routing config files.")
@@ -37,26 +41,22 @@ app.add_typer(channels_app, name="channels")
 app.add_typer(keys_app, name="apikey")
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 def _settings(**overrides: Any) -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail("; ".join(_setting_error(e) for e in exc.errors()))
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
-async def _migrate(settings: Settings) -> None:
-    db = connect(settings.database_url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
-
-
-def _exit_cleanly(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
+def _setting_error(error: ErrorDetails) -> str:
+    name = "_".join(str(part) for part in error["loc"]).upper()
+    return f"DESKBELL_{name}: {error['msg']}"
 
 
 @app.command()
@@ -67,35 +67,25 @@ def serve(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="allow a non-loopback --host with auth off")
     ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, max=256, help="server processes on one port [env DESKBELL_PROCESSES]"),
+    ] = None,
 ) -> None:
-    """Run the API and, unless --no-workers, the delivery workers in one process."""
-    import uvicorn
+    """Run the API and, unless --no-workers, the delivery workers; in one process, or in
+    --processes N processes sharing the port, each with its own workers."""
+    from deskbell.serving import serve_here, serve_processes
 
-    from deskbell.api.app import create_app
-    from deskbell.wiring import build_runtime
-
-    settings = _settings(host=host, port=port)
+    settings = _settings(host=host, port=port, processes=processes)
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
+    run = serve_here if settings.processes == 1 else serve_processes
     try:
-        asyncio.run(_migrate(settings))
-        runtime = build_runtime(settings, with_workers=not no_workers)
-        check_bind(settings, runtime.active.config, insecure=insecure)
-        api = create_app(runtime)
+        run(settings, with_workers=not no_workers, insecure=insecure)
     except DeskbellError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"database: {exc}")
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
-    # exit 0 tells a supervisor the stop was clean.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        api,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=15,
-    )
 
 
 @app.command()
@@ -107,7 +97,7 @@ def worker() -> None:
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
     try:
-        asyncio.run(_migrate(settings))
+        asyncio.run(migrate(settings))
         runtime = build_runtime(settings, with_workers=True)
     except DeskbellError as exc:
         fail(str(exc))
@@ -166,7 +156,7 @@ def db_upgrade() -> None:
     """Apply the database migrations (also done at every start)."""
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_migrate(settings))
+    asyncio.run(migrate(settings))
     typer.echo("database is up to date")
 
 

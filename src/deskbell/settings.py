@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     log_level: str = "info"
     max_body_bytes: int = Field(default=65536, ge=1024)
     workers: int = Field(default=16, ge=1, le=1024, description="concurrent sends per process")
+    processes: int = Field(
+        default=1, ge=1, le=256, description="server processes `deskbell serve` runs on one port"
+    )
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     shutdown_grace_seconds: float = Field(

@@ -1,0 +1,145 @@
+"""`deskbell serve`: the API (and workers) in this process, or in N processes on one port.
+
+One process (`--processes 1`, the default) builds the runtime and the app here and runs
+uvicorn on it. Several processes use uvicorn's own supervisor (`uvicorn.supervisors.
+Multiprocess`, what `uvicorn --workers N` runs): this process checks everything that can be
+checked once (settings, config, the bind rule), applies the migrations, binds the socket and
+spawns N children; each child builds its own runtime (database engine, group commit, workers)
+through `deskbell.api.asgi` and accepts on the shared socket. The supervisor replaces a child
+that dies and, on SIGTERM or SIGINT, stops every child gracefully before it returns.
+
+Why the supervisor rather than `uvicorn.run(..., workers=N)`: `run` returns normally when a
+child fails to start, so `serve` could not tell "stopped by SIGTERM" (exit 0) from "a child
+could not start" (exit 2); with the supervisor object in hand the children's exit codes can
+be read after it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+
+from deskbell.cli_security import check_bind
+from deskbell.errors import DeskbellError
+from deskbell.metrics import MULTIPROC_ENV
+from deskbell.settings import Settings
+from deskbell.storage.engine import connect
+from deskbell.storage.migrate import upgrade
+
+log = structlog.get_logger(__name__)
+GRACEFUL_SHUTDOWN_SECONDS = 15
+HEALTHCHECK_SECONDS = 30
+APP_WITH_WORKERS = "deskbell.api.asgi:app_with_workers"
+APP_WITHOUT_WORKERS = "deskbell.api.asgi:app_without_workers"
+
+
+class ServerProcessFailed(DeskbellError):
+    """A server process of `serve --processes N` exited before it could serve."""
+
+
+async def migrate(settings: Settings) -> None:
+    db = connect(settings.database_url)
+    try:
+        await upgrade(db)
+    finally:
+        await db.dispose()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> None:
+    """One process: API and (unless `with_workers` is false) the delivery workers."""
+    import uvicorn
+
+    from deskbell.api.app import create_app
+    from deskbell.wiring import build_runtime
+
+    asyncio.run(migrate(settings))
+    runtime = build_runtime(settings, with_workers=with_workers)
+    check_bind(settings, runtime.active.config, insecure=insecure)
+    api = create_app(runtime)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
+    # exit 0 tells a supervisor the stop was clean.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        api,
+        host=settings.host,
+        port=settings.port,
+        workers=1,  # explicit, so a WEB_CONCURRENCY in the environment cannot change it
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -> None:
+    """`settings.processes` server processes on one socket; returns once they all stopped.
+
+    Raises DeskbellError (config, bind rule, a child that could not start) and OSError
+    (database, socket)."""
+    from uvicorn import Config
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from deskbell.channels import build_registry
+    from deskbell.wiring import read_config
+
+    config, _ = read_config(settings, build_registry())  # fails here, not in N children
+    asyncio.run(migrate(settings))  # once, before any child opens the database
+    check_bind(settings, config, insecure=insecure)  # reads api_keys: after the migrations
+    # The children read their Settings from the environment, as this process did; the flags
+    # that override it travel the same way. --no-workers picks the other factory instead.
+    os.environ["DESKBELL_HOST"] = settings.host
+    os.environ["DESKBELL_PORT"] = str(settings.port)
+    server = Config(
+        APP_WITH_WORKERS if with_workers else APP_WITHOUT_WORKERS,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.processes,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # The supervisor pings each child every 0.5 s and SIGKILLs one that has not answered
+        # within this; uvicorn's 5 s can be reached by a healthy child on a saturated host
+        # (its in-flight requests would be cut). A dead child is still replaced at once.
+        timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+    )
+    with _shared_metrics_dir():
+        socket = server.bind_socket()
+        log.info("serving", processes=settings.processes, workers=with_workers)
+        supervisor = Multiprocess(server, sockets=[socket])
+        try:
+            supervisor.run()
+        finally:
+            socket.close()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        raise ServerProcessFailed(
+            f"server process {failed[0]} could not start (its error is logged above); "
+            "stopped the others"
+        )
+
+
+@contextmanager
+def _shared_metrics_dir() -> Iterator[None]:
+    """Without PROMETHEUS_MULTIPROC_DIR each child would count alone and `/metrics` would show
+    whichever child answered; so give the children a private directory for this run. One the
+    operator set (maybe shared with `deskbell worker`s) is used as it is."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="deskbell-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(path, ignore_errors=True)
