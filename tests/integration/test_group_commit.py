@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import sqlalchemy as sa
@@ -128,3 +128,29 @@ def test_only_sqlite_files_get_the_writer_thread() -> None:
     assert sqlite_file("sqlite+aiosqlite://") is None
     assert sqlite_file("sqlite+aiosqlite:///:memory:") is None
     assert sqlite_file("postgresql+asyncpg://postgres@127.0.0.1/test") is None
+
+
+async def test_timestamps_are_stored_as_sqlalchemy_writes_them(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    """SQLite keeps timestamps as text and the claim compares them as text, so the group
+    commit must write SQLAlchemy's exact format, microseconds included when they are zero
+    (the sqlite3 module's own datetime adapter drops them, and is deprecated)."""
+    runtime = make_runtime()
+    runtime.ingest.now = lambda: datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)  # type: ignore[misc]
+    payload = AssistanceRequestIn(topic="sales", description="x")
+    receipt = await runtime.ingest.accept(payload, runtime.active.router.targets(payload))
+    async with runtime.db.reader.connect() as conn:
+        stored = (
+            await conn.execute(
+                sa.text("SELECT created_at FROM requests WHERE id = :id"), {"id": receipt.id}
+            )
+        ).scalar_one()
+        due = (
+            await conn.execute(
+                sa.text("SELECT next_attempt_at FROM deliveries WHERE request_id = :id"),
+                {"id": receipt.id},
+            )
+        ).scalar_one()
+    await runtime.aclose()
+    assert stored == due == "2026-01-01 12:00:00.000000"

@@ -93,7 +93,8 @@ class IngestRows:
     def __init__(self, dialect: Dialect) -> None:
         self.requests_sql = _insert_sql(requests, REQUEST_COLUMNS, dialect)
         self.deliveries_sql = _insert_sql(deliveries, DELIVERY_COLUMNS, dialect)
-        stamp = UTCDateTime().bind_processor(dialect)
+        # dialect_impl: the dialect's own DateTime formatting too (SQLite's text), not only ours
+        stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         self._stamp: Callable[[datetime], object] = stamp if stamp is not None else lambda v: v
 
     def of(
