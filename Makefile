@@ -47,6 +47,7 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/growth.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache deskbell.db*
