@@ -6,8 +6,9 @@ This is the only place a delivery meets a channel and the only place that decide
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -15,10 +16,17 @@ from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
 from deskbell.clock import Clock
 from deskbell.metrics import Metrics
 from deskbell.models import DeliveryStatus, Outcome
-from deskbell.storage.store import AttemptResult, Claimed, Store
+from deskbell.storage.records import AttemptResult, Claimed
 from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
+
+
+class ResultSink(Protocol):
+    """Where an attempt's result goes: the worker's group commit (`AttemptRecorder`), or the
+    `Store` itself, one transaction per result. True if recorded, False if the lease was lost."""
+
+    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool: ...
 
 
 def message_for(claimed: Claimed) -> Message:
@@ -40,7 +48,9 @@ async def send_once(channel: Channel, settings: ChannelSettings, message: Messag
     delivery, so it is recorded as a transient failure and retried.
     """
     try:
-        return await asyncio.wait_for(channel.send(message), timeout=settings.timeout + 1.0)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for runs the send as a task of its own.
+        async with asyncio.timeout(settings.timeout + 1.0):
+            return await channel.send(message)
     except TimeoutError:
         return SendResult.transient(f"timeout after {settings.timeout:g}s")
     except Exception as exc:
@@ -70,13 +80,17 @@ def next_status(
 async def dispatch(
     claimed: Claimed,
     channels: Mapping[str, tuple[Channel, ChannelSettings]],
-    store: Store,
+    store: ResultSink,
     clock: Clock,
     *,
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
+    on_sent: Callable[[SendResult], None] | None = None,
 ) -> AttemptResult | None:
     """Run one attempt and record it. Returns what was recorded, or None if the lease was lost.
+
+    `on_sent` hears the channel's answer as soon as the send is over, before the result is
+    committed: the worker frees the channel's slot and feeds its breaker then.
 
     Every log line of the attempt carries the ingest's `http_request_id`, and its span is a
     child of the ingest's: the request's trace, stored with it, crosses into this worker.
@@ -92,7 +106,7 @@ async def dispatch(
         structlog.contextvars.bound_contextvars(http_request_id=claimed.trace.http_request_id),
         (tracing or Tracing.off()).attempt_span(claimed.trace.traceparent, span_attributes) as span,
     ):
-        recorded, kept = await _attempt(claimed, channels, store, clock)
+        recorded, kept = await _attempt(claimed, channels, store, clock, on_sent)
         if span is not None:
             span.set_attribute("deskbell.outcome", recorded.outcome.value)
             span.set_attribute("deskbell.status", recorded.status.value)
@@ -110,8 +124,9 @@ async def dispatch(
 async def _attempt(
     claimed: Claimed,
     channels: Mapping[str, tuple[Channel, ChannelSettings]],
-    store: Store,
+    store: ResultSink,
     clock: Clock,
+    on_sent: Callable[[SendResult], None] | None = None,
 ) -> tuple[AttemptResult, bool]:
     started = clock.now()
     entry = channels.get(claimed.delivery.channel)
@@ -122,6 +137,8 @@ async def _attempt(
     else:
         result = await send_once(entry[0], entry[1], message_for(claimed))
     finished = clock.now()
+    if on_sent is not None:
+        on_sent(result)
     status, next_at = next_status(claimed, result, entry[1] if entry else None, finished)
     recorded = AttemptResult(
         outcome=result.outcome,

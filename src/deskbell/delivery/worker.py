@@ -6,8 +6,14 @@ is open, so a hanging or failing channel cannot hold every slot. It sleeps until
 retry is due, a poll interval passes, or it is woken: by `wake()` after an ingest in the same
 process, by a finished attempt, or by PostgreSQL NOTIFY from another node.
 
-A heartbeat renews the leases of running sends, so a send may take longer than the lease;
-a killed process stops renewing and its deliveries are reclaimed when the lease expires.
+An attempt's slot frees up as soon as its send is over; the attempt itself lasts until its
+result is committed, which the pool's `AttemptRecorder` does for all the results that
+finished together, in one transaction. With a backlog, the loop lets a quarter of the slots
+free up (or waits `GATHER_SECONDS`) before claiming again, so claims come in batches too.
+
+A heartbeat renews the leases of all attempts, sending or waiting for their commit, so a send
+may take longer than the lease; a killed process stops renewing and its deliveries are
+reclaimed when the lease expires.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ import structlog
 import uuid_utils
 
 from deskbell.aio import first_completed
-from deskbell.channels.base import Channel, ChannelSettings
+from deskbell.channels.base import Channel, ChannelSettings, SendResult
 from deskbell.clock import Clock
 from deskbell.delivery.breaker import Breaker, BreakerState
 from deskbell.delivery.dispatch import dispatch
 from deskbell.delivery.notify import listen_for_due_work
+from deskbell.delivery.recorder import AttemptRecorder
 from deskbell.metrics import Metrics
 from deskbell.models import Outcome
 from deskbell.storage.store import Claimed, Store
@@ -37,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 ChannelLookup = Callable[[], Mapping[str, tuple[Channel, ChannelSettings]]]
 MIN_IDLE_SECONDS = 0.01
+CLAIM_SHARE = 4  # with a backlog, claim once a quarter of the slots is free...
+GATHER_SECONDS = 0.01  # ...or this long after the first one freed up
 
 
 def worker_id() -> str:
@@ -67,14 +76,22 @@ class WorkerPool:
         self.owner = owner or worker_id()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.recorder = AttemptRecorder(store)
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
-        self._running: Counter[str] = Counter()
+        self._running: Counter[str] = Counter()  # sends under way, per channel
+        self._sending = 0
         self._breakers: dict[str, Breaker] = {}
         self.metrics = metrics
         self.tracing = tracing
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def attempts(self) -> int:
+        """Attempts under way: sending, or waiting for their result's commit."""
+        return len(self._inflight)
 
     async def run(self) -> None:
         log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
@@ -88,33 +105,65 @@ class WorkerPool:
             )
         try:
             await self._loop()
+            # Keep renewing leases while `stop` lets running attempts finish.
+            await self._stopped.wait()
         finally:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _loop(self) -> None:
+        backlog = False
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._inflight)
-            claimed: list[Claimed] = []
-            if free > 0:
+            if backlog:
+                await self._gather_slots()
+            free = self._free()
+            if free <= 0:
                 self._wake.clear()
-                try:
-                    claimed = await self.store.claim(
-                        self.owner,
-                        self.clock.now(),
-                        lease=self.lease,
-                        limit=free,
-                        room=self._room(self.clock.now()),
-                    )
-                except Exception:
-                    log.exception("claim_failed")
+                await first_completed(self._wake.wait(), self._stopping.wait())
+                continue
+            self._wake.clear()
+            claimed: list[Claimed] = []
+            try:
+                claimed = await self.store.claim(
+                    self.owner,
+                    self.clock.now(),
+                    lease=self.lease,
+                    limit=free,
+                    room=self._room(self.clock.now()),
+                )
+            except Exception:
+                log.exception("claim_failed")
             for item in claimed:
                 self._start(item)
-            if len(claimed) < free:
+            backlog = len(claimed) == free  # as many as we asked for: there is likely more
+            if not backlog:
                 await self._idle()
-            elif free <= 0:
-                await first_completed(self._stopping.wait(), others=self._inflight)
+
+    async def _gather_slots(self) -> None:
+        """With a backlog, let a few slots free up before claiming again, up to
+        `GATHER_SECONDS` after the first: a claim costs a transaction (and reads the due
+        rows) whether it takes one delivery or many."""
+        loop = asyncio.get_running_loop()
+        want = max(1, self.concurrency // CLAIM_SHARE)
+        deadline: float | None = None
+        while not self._stopping.is_set():
+            free = self._free()
+            if free >= want:
+                return
+            timeout = None
+            if free > 0:
+                deadline = deadline or loop.time() + GATHER_SECONDS
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    return
+            self._wake.clear()
+            await first_completed(self._wake.wait(), self._stopping.wait(), timeout=timeout)
+
+    def _free(self) -> int:
+        """Slots for new sends: `concurrency` sends at a time, and no more than as many
+        again waiting for their commit (should the database fall behind)."""
+        return min(self.concurrency - self._sending, 2 * self.concurrency - len(self._inflight))
 
     def _room(self, now: datetime) -> dict[str, int]:
         room = {}
@@ -126,44 +175,62 @@ class WorkerPool:
         return room
 
     def _start(self, claimed: Claimed) -> None:
+        """Run one attempt as a task. Its slot (and its channel's) frees up when the send is
+        over; the task, and with it the lease renewal, lasts until the result is committed."""
         channel = claimed.delivery.channel
         self._running[channel] += 1
-        task = asyncio.create_task(self._attempt(claimed))
+        self._sending += 1
+        sending = True
+
+        def sent(result: SendResult | None) -> None:
+            nonlocal sending
+            if not sending:
+                return
+            sending = False
+            self._running[channel] -= 1
+            self._sending -= 1
+            self._wake.set()  # a slot is free
+            if result is not None:
+                self._feed_breaker(channel, result)
+
+        task = asyncio.create_task(self._attempt(claimed, sent))
         self._inflight[task] = claimed
 
         def done(finished: asyncio.Task[None]) -> None:
             self._inflight.pop(finished, None)
-            self._running[channel] -= 1
-            self._wake.set()  # a slot is free
+            sent(None)  # cancelled or crashed before its send was over
+            self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _attempt(self, claimed: Claimed) -> None:
+    async def _attempt(self, claimed: Claimed, sent: Callable[[SendResult], None]) -> None:
         try:
-            recorded = await dispatch(
+            await dispatch(
                 claimed,
                 self.channels(),
-                self.store,
+                self.recorder,
                 self.clock,
                 metrics=self.metrics,
                 tracing=self.tracing,
+                on_sent=sent,
             )
         except Exception:
             log.exception("attempt_failed", delivery_id=claimed.delivery.id)
-            return
-        breaker = self._breakers.get(claimed.delivery.channel)
-        if recorded is None or breaker is None:
+
+    def _feed_breaker(self, channel: str, result: SendResult) -> None:
+        breaker = self._breakers.get(channel)
+        if breaker is None:
             return
         changed = breaker.record(
-            transient_failure=recorded.outcome is Outcome.TRANSIENT, now=self.clock.now()
+            transient_failure=result.outcome is Outcome.TRANSIENT, now=self.clock.now()
         )
         if changed is not None:
             if self.metrics is not None:
                 # Open until a probe closes it: half-open counts as open.
-                self.metrics.breaker(claimed.delivery.channel, changed is not BreakerState.CLOSED)
+                self.metrics.breaker(channel, changed is not BreakerState.CLOSED)
             log.warning(
                 f"breaker_{'closed' if changed is BreakerState.CLOSED else 'opened'}",
-                channel=claimed.delivery.channel,
+                channel=channel,
                 state=changed.value,
                 open_until=breaker.open_until.isoformat() if breaker.open_until else None,
             )
@@ -201,21 +268,29 @@ class WorkerPool:
         )
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let running sends finish for up to `grace` seconds, then cancel the
-        rest and give their deliveries back (due now, the attempt not counted)."""
+        """Stop claiming, let running attempts finish for up to `grace` seconds, then cancel
+        the rest and give their deliveries back (due now, the attempt not counted).
+
+        Results already handed to the recorder are committed before anything is released,
+        even those whose task was cancelled while waiting for the commit: their send happened.
+        """
         self._stopping.set()
-        pending: set[asyncio.Task[None]] = set()
-        if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
-        unfinished = [self._inflight[t] for t in pending if t in self._inflight]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        now = self.clock.now()
-        for claimed in unfinished:
-            try:
-                await self.store.release(claimed, now)
-            except Exception:
-                log.exception("release_failed", delivery_id=claimed.delivery.id)
-        log.info("worker_stopped", owner=self.owner, released=len(unfinished))
+        released = 0
+        unfinished: list[Claimed] = []
+        try:
+            pending: set[asyncio.Task[None]] = set()
+            if self._inflight:
+                _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            unfinished = [self._inflight[t] for t in pending if t in self._inflight]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+            await self.recorder.aclose()
+            if unfinished:
+                released = await self.store.release_many(unfinished, self.clock.now())
+        except Exception:
+            log.exception("release_failed", deliveries=len(unfinished))
+        finally:
+            self._stopped.set()  # `run` may end: its heartbeat is no longer needed
+        log.info("worker_stopped", owner=self.owner, released=released)

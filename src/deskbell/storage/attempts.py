@@ -1,0 +1,204 @@
+"""Writing attempt results: one delivery's or a whole batch's, in one transaction.
+
+A commit costs a round trip and, on SQLite, an fsync whether it holds one result or hundreds,
+so the worker hands results to a group committer (`delivery/recorder.py`) that calls
+`record_attempts` with everything that finished while the previous commit ran.
+
+Each result is still guarded by the lease: it is written only if the delivery is still
+in flight, held by the worker that claimed it, at the attempt count it claimed. The batch
+first reads which of its deliveries are still held, locking them on PostgreSQL (SQLite's
+BEGIN IMMEDIATE holds the whole database), then writes the held ones with one `executemany`
+per statement: the delivery updates, the attempt rows and, for deliveries going dead with a
+fallback channel, the new fallback deliveries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from deskbell.models import DeliveryStatus
+from deskbell.storage.engine import Database
+from deskbell.storage.records import AttemptResult, Claimed, new_id
+from deskbell.storage.tables import attempts, deliveries
+
+NOTIFY_CHANNEL = "deskbell_due"
+
+# One statement for every result of a batch; the WHERE repeats the lease guard that the
+# locking read already checked, so no path can write a result for a lease it lost.
+_RECORD = (
+    deliveries.update()
+    .where(
+        deliveries.c.id == sa.bindparam("r_id"),
+        deliveries.c.lease_owner == sa.bindparam("r_owner"),
+        deliveries.c.status == DeliveryStatus.IN_FLIGHT.value,
+        deliveries.c.attempts == sa.bindparam("r_attempts"),
+    )
+    .values(
+        status=sa.bindparam("r_status"),
+        lease_owner=None,
+        lease_expires_at=None,
+        next_attempt_at=sa.bindparam("r_next", type_=deliveries.c.next_attempt_at.type),
+        last_error=sa.bindparam("r_error", type_=deliveries.c.last_error.type),
+        sent_at=sa.bindparam("r_sent", type_=deliveries.c.sent_at.type),
+        updated_at=sa.bindparam("r_updated", type_=deliveries.c.updated_at.type),
+    )
+)
+
+
+async def notify_due(conn: AsyncConnection) -> None:
+    """Wake listening workers when this transaction commits (PostgreSQL; no-op on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+
+
+def _held(claimed: Claimed, row: Any) -> bool:
+    return bool(
+        row.lease_owner == claimed.lease_owner
+        and row.status == DeliveryStatus.IN_FLIGHT.value
+        and row.attempts == claimed.delivery.attempts
+    )
+
+
+class AttemptLedger:
+    """Attempt results and graceful-stop releases; `DeliveryQueue` (and so `Store`) inherits
+    them."""
+
+    db: Database
+
+    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool:
+        """Record the attempt and the delivery's new status, if we still hold the lease.
+
+        Returns False (and changes nothing) when the lease was lost to another worker. A
+        delivery that goes dead with a fallback channel gets a new linked delivery, in the
+        same transaction.
+        """
+        (kept,) = await self.record_attempts([(claimed, result)])
+        return kept
+
+    async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
+        """`record_attempt` for many deliveries in one transaction; one flag per item, in
+        order. The transaction is all or nothing: if it raises, nothing of it was written."""
+        if not items:
+            return []
+        ids = [claimed.delivery.id for claimed, _ in items]
+        async with self.db.writer.begin() as conn:
+            held = sa.select(
+                deliveries.c.id,
+                deliveries.c.lease_owner,
+                deliveries.c.status,
+                deliveries.c.attempts,
+                deliveries.c.fallback_channel,
+            ).where(deliveries.c.id.in_(ids))
+            if conn.dialect.name == "postgresql":
+                # Lock in id order, so two transactions over overlapping rows cannot deadlock.
+                held = held.order_by(deliveries.c.id).with_for_update()
+            rows = {row.id: row for row in await conn.execute(held)}
+            kept: list[bool] = []
+            written: list[tuple[Claimed, AttemptResult, str | None]] = []
+            for claimed, result in items:
+                row = rows.pop(claimed.delivery.id, None)  # pop: a repeated id counts once
+                ok = row is not None and _held(claimed, row)
+                kept.append(ok)
+                if row is not None and ok:
+                    written.append((claimed, result, row.fallback_channel))
+            if written:
+                await _write(conn, written)
+        return kept
+
+    async def release(self, claimed: Claimed, now: datetime) -> bool:
+        """Give a delivery back unsent (graceful stop): due now, the attempt not counted."""
+        return bool(await self.release_many([claimed], now))
+
+    async def release_many(self, items: Sequence[Claimed], now: datetime) -> int:
+        """`release` for many deliveries in one transaction; returns how many were still ours
+        (one whose result was committed meanwhile is not in flight any more, so stays as is)."""
+        owners: dict[str, list[str]] = {}
+        for claimed in items:
+            owners.setdefault(claimed.lease_owner, []).append(claimed.delivery.id)
+        released = 0
+        async with self.db.writer.begin() as conn:
+            for owner, ids in owners.items():
+                result = await conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id.in_(ids),
+                        deliveries.c.lease_owner == owner,
+                        deliveries.c.status == DeliveryStatus.IN_FLIGHT.value,
+                    )
+                    .values(
+                        status=sa.case(
+                            (deliveries.c.attempts <= 1, DeliveryStatus.PENDING.value),
+                            else_=DeliveryStatus.RETRYING.value,
+                        ),
+                        attempts=deliveries.c.attempts - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        next_attempt_at=now,
+                        updated_at=now,
+                    )
+                )
+                released += result.rowcount
+            if released:
+                await notify_due(conn)
+        return released
+
+
+async def _write(
+    conn: AsyncConnection, written: Sequence[tuple[Claimed, AttemptResult, str | None]]
+) -> None:
+    """The held results of a batch: one executemany per statement."""
+    await conn.execute(
+        _RECORD,
+        [
+            {
+                "r_id": claimed.delivery.id,
+                "r_owner": claimed.lease_owner,
+                "r_attempts": claimed.delivery.attempts,
+                "r_status": result.status.value,
+                "r_next": result.next_attempt_at,
+                "r_error": result.error,
+                "r_sent": result.finished_at if result.status is DeliveryStatus.SENT else None,
+                "r_updated": result.finished_at,
+            }
+            for claimed, result, _ in written
+        ],
+    )
+    await conn.execute(
+        attempts.insert(),
+        [
+            {
+                "delivery_id": claimed.delivery.id,
+                "number": claimed.delivery.attempts,
+                "started_at": result.started_at,
+                "duration_ms": (result.finished_at - result.started_at).total_seconds() * 1000,
+                "outcome": result.outcome.value,
+                "error": result.error,
+                "worker": claimed.lease_owner,
+            }
+            for claimed, result, _ in written
+        ],
+    )
+    fallbacks = [
+        {
+            "id": new_id(),
+            "request_id": claimed.delivery.request_id,
+            "channel": fallback,
+            "status": DeliveryStatus.PENDING.value,
+            "attempts": 0,
+            "created_at": result.finished_at,
+            "updated_at": result.finished_at,
+            "next_attempt_at": result.finished_at,
+            "fallback_channel": None,
+            "fallback_of": claimed.delivery.id,
+        }
+        for claimed, result, fallback in written
+        if result.status is DeliveryStatus.DEAD and fallback
+    ]
+    if fallbacks:
+        await conn.execute(deliveries.insert(), fallbacks)
+        await notify_due(conn)

@@ -1,0 +1,68 @@
+"""Which deliveries a claim takes (storage/claims.py), on both engines: it reads only the
+head of the queue when that is enough, and ranks the whole backlog when channels with little
+room crowd the head, so a backlog of one channel never hides another channel's work; claims
+running at the same time never take the same delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from deskbell.models import AssistanceRequestIn, DeliveryStatus
+from deskbell.routing.router import Target
+from deskbell.storage.claims import HEAD_ROWS_PER_SLOT
+from deskbell.storage.store import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+async def add(store: Store, channel: str, n: int, at: datetime) -> None:
+    for i in range(n):
+        payload = AssistanceRequestIn(topic="sales", description=f"{channel} {i}")
+        await store.accept(payload, [Target(channel)], at)
+
+
+async def test_a_crowded_head_falls_back_to_ranking_every_due_row(store: Store) -> None:
+    limit = 4
+    # The slow channel's backlog is older than the fast channel's: the head is all slow.
+    await add(store, "slow", HEAD_ROWS_PER_SLOT * limit + 5, T0)
+    await add(store, "fast", 3, T0 + timedelta(seconds=1))
+    now = T0 + timedelta(seconds=2)
+
+    claimed = await store.claim("w", now, lease=LEASE, limit=limit, room={"slow": 1, "fast": 8})
+
+    assert Counter(c.delivery.channel for c in claimed) == {"slow": 1, "fast": 3}
+
+
+async def test_the_head_serves_claims_in_due_order_within_each_room(store: Store) -> None:
+    await add(store, "a", 6, T0)
+    await add(store, "b", 6, T0 + timedelta(seconds=1))
+    await add(store, "gone", 2, T0 + timedelta(seconds=2))  # not configured: capped by limit
+    now = T0 + timedelta(seconds=3)
+
+    first = await store.claim("w", now, lease=LEASE, limit=5, room={"a": 2, "b": 5})
+    rest = await store.claim("w", now, lease=LEASE, limit=20, room={"a": 0, "b": 5})
+
+    assert Counter(c.delivery.channel for c in first) == {"a": 2, "b": 3}
+    assert Counter(c.delivery.channel for c in rest) == {"b": 3, "gone": 2}
+    assert all(c.delivery.status is DeliveryStatus.IN_FLIGHT for c in first + rest)
+
+
+async def test_concurrent_claims_never_take_the_same_delivery(store: Store) -> None:
+    await add(store, "a", 40, T0)
+    now = T0 + timedelta(seconds=1)
+
+    batches = await asyncio.gather(
+        *(store.claim(f"w{i}", now, lease=LEASE, limit=5, room={"a": 5}) for i in range(10))
+    )
+    ids = [c.delivery.id for batch in batches for c in batch]
+
+    assert len(ids) == len(set(ids))
+    assert 0 < len(ids) <= 40
+    for batch in batches:  # each claimed delivery is held by the worker that claimed it
+        for c in batch:
+            held = await store.get_delivery(c.delivery.id)
+            assert held is not None
+            assert held.lease_owner == c.lease_owner
