@@ -261,6 +261,14 @@ routes:""",
                 server.url, [{"topic": "pricing", "description": f"p{i}"} for i in range(10)]
             )
             await smtp.wait_for_messages_async(10, timeout=10)
+
+            async def all_recorded() -> bool:
+                # A result is committed after its send ends (and in groups): the mail can be
+                # in before its delivery reads `sent`.
+                found = [await db.get_request(r) for r in pricing]
+                return all(r is not None and r.deliveries[0].sent_at for r in found)
+
+            await wait_until_true(all_recorded, timeout=5, what="pricing results committed")
             stored = [await db.get_request(r) for r in pricing]
         finally:
             assert server.terminate() == 0
