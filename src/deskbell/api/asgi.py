@@ -30,6 +30,7 @@ from uvicorn.config import STARTUP_FAILURE
 from deskbell.api.app import create_app
 from deskbell.metrics import prepare_multiprocess
 from deskbell.observability import configure_logging
+from deskbell.serving import settle_heap
 from deskbell.settings import Settings
 from deskbell.wiring import build_runtime
 
@@ -56,7 +57,9 @@ def _app(*, with_workers: bool) -> FastAPI:
     except Exception as exc:  # any failure here is a failed start, see above
         log.error("server_process_failed", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(STARTUP_FAILURE) from exc
-    return create_app(runtime)
+    app = create_app(runtime)
+    settle_heap()
+    return app
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
