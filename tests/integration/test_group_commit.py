@@ -9,13 +9,19 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 from deskbell.models import AssistanceRequestIn
-from deskbell.storage.sqlite_ingest import sqlite_file
-from deskbell.storage.tables import requests
+from deskbell.routing.router import Target
+from deskbell.storage.group_commit import IngestRows
+from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
+from deskbell.storage.tables import metadata, requests
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 
@@ -154,3 +160,30 @@ async def test_timestamps_are_stored_as_sqlalchemy_writes_them(
         ).scalar_one()
     await runtime.aclose()
     assert stored == due == "2026-01-01 12:00:00.000000"
+
+
+async def test_a_database_the_writer_cannot_open_fails_each_batch_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """The writer thread opens its connection with the first batch. If it cannot, that batch
+    gets the error (the API answers 503) instead of waiting forever, and a later batch tries
+    again and commits once the database is there."""
+    path = tmp_path / "not-yet" / "deskbell.db"
+    writer = SQLiteGroupCommit(str(path), IngestRows(sqlite.dialect()), lambda: datetime.now(UTC))
+    payload = AssistanceRequestIn(topic="sales", description="x")
+    targets = [Target("console")]
+    with pytest.raises(DBAPIError, match="unable to open database file"):
+        await asyncio.wait_for(writer.accept(payload, targets), timeout=10)
+
+    path.parent.mkdir()
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    receipt = await asyncio.wait_for(writer.accept(payload, targets), timeout=10)
+    await writer.aclose()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(requests.c.id)).scalars().all()
+    engine.dispose()
+    assert stored == [receipt.id]
+    assert (writer.batches, writer.committed) == (1, 1)
+    with pytest.raises(RuntimeError, match="shutting down"):
+        await writer.accept(payload, targets)

@@ -18,6 +18,7 @@ so callers handle one set of errors whichever path stored the request.
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -63,9 +64,11 @@ class SQLiteGroupCommit:
         self.max_batch = max_batch
         self.batches = 0  # committed transactions and the requests in them, for tests
         self.committed = 0
-        self._wake = threading.Condition()
-        self._waiting: list[Waiting] = []
-        self._closing = False
+        # SimpleQueue, not a Condition and a list: a put is one C call with no Python-level
+        # lock, and requests are put far more often than the thread takes them.
+        self._queue: queue.SimpleQueue[Waiting | None] = queue.SimpleQueue()  # None: stop
+        self._closing = False  # read and written on the event loop only
+        self._stopping = False  # the thread's own: the stop mark has been taken
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,16 +79,14 @@ class SQLiteGroupCommit:
         trace: RequestTrace = NO_TRACE,
     ) -> Receipt:
         """Store one request with the next batch; returns once that batch is committed."""
+        if self._closing:
+            raise RuntimeError("shutting down")
         loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._start(loop)
         pending = PendingRequest.of(payload, targets, trace)
         future: asyncio.Future[None] = loop.create_future()
-        with self._wake:
-            if self._closing:
-                raise RuntimeError("shutting down")
-            if self._thread is None:
-                self._start(loop)
-            self._waiting.append((pending, future))
-            self._wake.notify()
+        self._queue.put((pending, future))
         await future
         return pending.receipt()
 
@@ -97,27 +98,52 @@ class SQLiteGroupCommit:
         self._thread.start()
 
     def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while (batch := self._next_batch()) is not None:
+                error: Exception | None
+                try:
+                    conn = conn or self._connect()
+                except sqlite3.Error as exc:  # this batch fails (503); the next one tries again
+                    log.error("group_commit_connect_failed", error=str(exc))
+                    error = DBAPIError.instance("connect", None, exc, sqlite3.Error)
+                else:
+                    error = self._write(conn, [item for item, _ in batch])
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._settle, batch, error)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
-            while (batch := self._next_batch()) is not None:
-                error = self._write(conn, [item for item, _ in batch])
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(self._settle, batch, error)
-        finally:
+        except sqlite3.Error:
             conn.close()
+            raise
+        return conn
 
     def _next_batch(self) -> list[Waiting] | None:
-        """Everything waiting (up to max_batch); None once closing and drained."""
-        with self._wake:
-            while not self._waiting and not self._closing:
-                self._wake.wait()
-            if not self._waiting:
-                return None
-            batch = self._waiting[: self.max_batch]
-            del self._waiting[: self.max_batch]
-            return batch
+        """Everything waiting (up to max_batch); None once the stop mark has been reached.
+
+        The stop mark is the last item ever put: `aclose` puts it after `accept` has begun to
+        refuse, on the same event loop."""
+        first = None if self._stopping else self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopping = True
+                break
+            batch.append(item)
+        return batch
 
     def _write(self, conn: sqlite3.Connection, items: Sequence[PendingRequest]) -> Exception | None:
         """Commit the batch; the error (as SQLAlchemy's type) if nothing was stored."""
@@ -157,15 +183,12 @@ class SQLiteGroupCommit:
 
     async def aclose(self) -> None:
         """Commit what is waiting, then stop the thread."""
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
+        if self._closing:
+            return
+        self._closing = True
         if self._thread is not None:
+            self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
             self._thread = None
-        # The thread's last callbacks were queued before the join's, so they have run: only
-        # requests the thread never took can be left.
-        for _, future in self._waiting:
-            if not future.done():
-                future.set_exception(RuntimeError("shutting down"))
-        self._waiting.clear()
+        # The thread took everything up to the stop mark and its last callbacks were queued
+        # before the join's, so they have run: every request put has been answered.
