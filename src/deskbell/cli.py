@@ -243,6 +243,7 @@ def channels_test(
     """Send a sample notification through one channel now (no server needed); exit 1 unless
     it was sent."""
     from deskbell.channels.base import ChannelContext
+    from deskbell.channels.http import ChannelHTTPClient
     from deskbell.channels.sample import send_sample
     from deskbell.clock import SystemClock
     from deskbell.wiring import read_config
@@ -258,7 +259,7 @@ def channels_test(
 
     async def run() -> Any:
         clock = SystemClock()
-        async with httpx.AsyncClient(follow_redirects=False) as http:
+        async with ChannelHTTPClient() as http:
             kind = build_registry()[channel_settings.type]
             channel = kind.factory(name, channel_settings, ChannelContext(http=http, clock=clock))
             return await send_sample(name, channel, channel_settings, clock.now())

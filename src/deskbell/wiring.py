@@ -17,6 +17,7 @@ import structlog
 
 from deskbell.channels import build_registry
 from deskbell.channels.base import Channel, ChannelContext, ChannelSettings, ChannelType
+from deskbell.channels.http import ChannelHTTPClient
 from deskbell.clock import Clock, SystemClock
 from deskbell.config.load import DEMO_CONFIG_YAML, build_router, load_config, parse_config
 from deskbell.config.schema import DeskbellConfig
@@ -153,7 +154,7 @@ def build_runtime(
     registry = build_registry(extra_channel_types)
     config, source = read_config(settings, registry)
     clock = clock or SystemClock()
-    http = httpx.AsyncClient(follow_redirects=False)
+    http = ChannelHTTPClient()
     ctx = ChannelContext(http=http, clock=clock, console=console)
     active = ActiveConfig(
         config, source, build_router(config), build_channels(config, registry, ctx)

@@ -1,6 +1,7 @@
-"""Fixtures for channel tests: one HTTP client and a context with a StringIO console. The real
-local peers `fake_slack` and `fake_smtp` come from tests/conftest.py. Each fixture closes what
-it opens, because pytest turns a ResourceWarning from a leaked socket into a failure."""
+"""Fixtures for channel tests: the channels' own HTTP client (channels/http.py) and a
+context with a StringIO console. The real local peers `fake_slack` and `fake_smtp` come from
+tests/conftest.py. Each fixture closes what it opens, because pytest turns a ResourceWarning
+from a leaked socket into a failure."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import httpx
 import pytest
 
 from deskbell.channels.base import ChannelContext
+from deskbell.channels.http import ChannelHTTPClient
 
 
 @pytest.fixture
 async def http_client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with ChannelHTTPClient() as client:
         yield client
 
 

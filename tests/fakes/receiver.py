@@ -52,10 +52,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {key.lower(): value for key, value in self.headers.items()}
         receiver._record(Received(self.command, self.path, headers, body))
         status, text, retry_after = receiver._reply()
-        data = text.encode()
+        data = b"" if status in (204, 304) else text.encode()  # no body allowed (RFC 9110)
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
+        if data:
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
         if retry_after is not None:
             self.send_header("Retry-After", str(retry_after))
         self.end_headers()
