@@ -21,7 +21,7 @@ from deskbell.errors import DeskbellError
 from deskbell.metrics import prepare_multiprocess
 from deskbell.models import DeliveryStatus
 from deskbell.observability import configure_logging
-from deskbell.serving import migrate
+from deskbell.serving import migrate, settle_heap
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
 from deskbell.storage.store import Store
@@ -111,6 +111,7 @@ def worker() -> None:
         await stop.wait()
         await runtime.aclose()
 
+    settle_heap()  # as for servers: full collections over the startup heap stall sends
     asyncio.run(run())
 
 
