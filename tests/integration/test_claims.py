@@ -9,10 +9,13 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from deskbell.models import AssistanceRequestIn, DeliveryStatus
 from deskbell.routing.router import Target
 from deskbell.storage.claims import HEAD_ROWS_PER_SLOT
 from deskbell.storage.store import Store
+from deskbell.storage.tables import requests
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -66,3 +69,23 @@ async def test_concurrent_claims_never_take_the_same_delivery(store: Store) -> N
             held = await store.get_delivery(c.delivery.id)
             assert held is not None
             assert held.lease_owner == c.lease_owner
+
+
+async def test_a_stored_payload_the_model_would_refuse_today_is_still_claimed(
+    store: Store,
+) -> None:
+    """Stored payloads were validated when accepted; the claim builds them without checking
+    again, so one row written under older rules (here a null metadata value, which ingest
+    once stored for NaN) cannot fail the claim of every delivery beside it."""
+    await add(store, "a", 3, T0)
+    async with store.db.writer.begin() as conn:
+        await conn.execute(
+            requests.update()
+            .where(requests.c.id == sa.select(sa.func.min(requests.c.id)).scalar_subquery())
+            .values(payload={"topic": "sales", "description": "old", "metadata": {"x": None}})
+        )
+
+    claimed = await store.claim("w", T0 + timedelta(seconds=1), lease=LEASE, limit=5, room={"a": 5})
+
+    assert len(claimed) == 3
+    assert {c.request.metadata.get("x", "absent") for c in claimed} == {None, "absent"}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from deskbell.errors import IdempotencyConflict, InvalidState, NotFound
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
+from deskbell.models import AssistanceRequestIn, Customer, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
 from deskbell.storage.store import AttemptResult, Store
 
@@ -93,6 +93,39 @@ async def test_list_pages_newest_first_with_filters(store: Store) -> None:
     assert [s.id for s in sales] == [ids[6], ids[4], ids[2], ids[0]]
     recent, _ = await store.list_requests(since=T0 + timedelta(minutes=5))
     assert [s.id for s in recent] == [ids[6], ids[5]]
+
+
+async def test_reads_give_back_the_accepted_payload_and_every_delivery(store: Store) -> None:
+    """Reads build the payload from the stored JSON without validating it again, and read a
+    request with its deliveries in one statement (a LEFT JOIN)."""
+    full = AssistanceRequestIn.model_validate(
+        {
+            "topic": "Sales",
+            "description": " wants a quote ",
+            "customer": {"name": "Ana Núñez", "email": "Ana@Example.COM"},
+            "conversation_url": "https://chat.example.com/c/1",
+            "language": "es",
+            "metadata": {"plan": "pro", "seats": 40, "ratio": 0.5, "trial": False},
+        }
+    )
+    bare, _ = await store.accept(req(), [], T0)  # no delivery at all
+    stored, _ = await store.accept(full, [Target("b"), Target("a"), Target("c")], T0)
+    loaded = await store.get_request(stored.id)
+    listed, cursor = await store.list_requests()
+    assert loaded is not None
+    assert ([s.id for s in listed], cursor) == ([stored.id, bare.id], None)
+    for found in (loaded, listed[0]):
+        assert found.payload == full
+        assert isinstance(found.payload.customer, Customer)
+        assert found.payload.customer.email == "Ana@example.com"  # as normalised at ingest
+        assert found.payload.field_value("customer.email") == "Ana@example.com"
+        assert found.created_at == T0
+        assert found.deliveries == sorted(stored.deliveries, key=lambda d: d.id)
+        assert [d.channel for d in found.deliveries] == ["b", "a", "c"]
+    empty = await store.get_request(bare.id)
+    assert empty is not None
+    assert (empty.payload, empty.deliveries, listed[1].deliveries) == (req(), [], [])
+    assert await store.get_request("missing") is None
 
 
 async def test_claim_takes_due_work_once_and_counts_the_attempt(store: Store) -> None:

@@ -108,7 +108,7 @@ class DeliveryQueue(AttemptLedger):
         return [
             Claimed(
                 delivery=d,
-                request=AssistanceRequestIn.model_validate(by_id[d.request_id].payload),
+                request=AssistanceRequestIn.from_stored(by_id[d.request_id].payload),
                 accepted_at=by_id[d.request_id].created_at,
                 lease_owner=owner,
                 trace=RequestTrace(

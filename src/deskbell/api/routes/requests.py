@@ -1,15 +1,23 @@
-"""Reading requests back: one by id, or a newest-first page with a cursor (SPEC §2)."""
+"""Reading requests back: one by id, or a newest-first page with a cursor (SPEC §2).
+
+Both answers are rendered once, from plain data (`schemas.request_data`), into the bytes
+their response models would make, and returned as a `Response`, which FastAPI sends as it
+is. Returning the models instead meant building and validating three per request
+(RequestOut, its DeliveryOut, a Customer) and FastAPI checking the page once more.
+`response_model` stays, for OpenAPI.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError
-from deskbell.api.schemas import ErrorOut, RequestOut, RequestPage
+from deskbell.api.schemas import ErrorOut, RequestOut, RequestPage, render, request_data
 from deskbell.models import TOPIC_PATTERN, DeliveryStatus
 
 router = APIRouter(tags=["requests"])
@@ -17,16 +25,20 @@ router = APIRouter(tags=["requests"])
 Id = Annotated[str, Path(min_length=1, max_length=64)]
 
 
+def _json(data: Any) -> Response:
+    return Response(render(data), media_type="application/json")
+
+
 @router.get(
     "/v1/assistance-requests/{request_id}",
     response_model=RequestOut,
     responses={404: {"model": ErrorOut}},
 )
-async def get_request(request_id: Id, runtime: RuntimeDep) -> RequestOut:
+async def get_request(request_id: Id, runtime: RuntimeDep) -> Response:
     stored = await runtime.store.get_request(request_id)
     if stored is None:
         raise ApiError(404, "not_found", f"no assistance request {request_id}")
-    return RequestOut.of(stored)
+    return _json(request_data(stored))
 
 
 @router.get("/v1/assistance-requests", response_model=RequestPage)
@@ -39,10 +51,10 @@ async def list_requests(
     since: Annotated[datetime | None, Query(description="ISO 8601, with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
-) -> RequestPage:
+) -> Response:
     if since is not None and since.tzinfo is None:
         raise ApiError(422, "validation_failed", "since must carry a time zone, e.g. ...Z")
     items, next_cursor = await runtime.store.list_requests(
         topic=topic, status=status, since=since, limit=limit, cursor=cursor
     )
-    return RequestPage(items=[RequestOut.of(s) for s in items], next_cursor=next_cursor)
+    return _json({"items": [request_data(s) for s in items], "next_cursor": next_cursor})
