@@ -1,7 +1,7 @@
 """Delivery benchmark (issue: delivery you can trust). Prints JSON.
 
-For each setup (SQLite: one `deskbell serve` process that also delivers; PostgreSQL: a
-`serve --no-workers` API process and 1 or 3 `deskbell worker` processes):
+For each setup (`sqlite`: one `deskbell serve` process that also delivers; `sqlite1`, `pg1`,
+`pg3`: a `serve --no-workers` API process and 1 or 3 `deskbell worker` processes):
 - throughput: N requests are accepted while no worker runs, then the workers start; the
   clock runs from the first delivery `sent` to the last: deliveries per second (the time a
   process takes to start is reported apart, as seconds_to_first_delivery);
@@ -12,7 +12,7 @@ For each setup (SQLite: one `deskbell serve` process that also delivers; Postgre
   has already arrived.
 
     .venv/bin/python bench/delivery.py [--requests 3000] [--rate 200] [--seconds 10]
-        [--setups sqlite,pg1,pg3]
+        [--setups sqlite,sqlite1,pg1,pg3]
 Needs PostgreSQL at DESKBELL_BENCH_POSTGRES_URL (default: the local test server); the
 receiver (bench/receiver.py) stands in for Slack and answers at once.
 """
@@ -42,7 +42,13 @@ from deskbell.storage.migrate import upgrade
 from deskbell.storage.store import Store
 
 HERE = Path(__file__).parent
-SETUPS = {"sqlite": ("sqlite", 1), "pg1": ("postgresql", 1), "pg3": ("postgresql", 3)}
+# (engine, worker processes); 0: the embedded setup, one `deskbell serve` that also delivers
+SETUPS = {
+    "sqlite": ("sqlite", 0),
+    "sqlite1": ("sqlite", 1),
+    "pg1": ("postgresql", 1),
+    "pg3": ("postgresql", 3),
+}
 
 
 class Proc:
@@ -155,7 +161,7 @@ async def run_setup(
         # throughput: a backlog, then the workers
         await post_all(url, args.requests, 0, None)
         t0 = time.monotonic()
-        if engine == "sqlite":  # the embedded setup: one process serves and delivers
+        if workers == 0:  # the embedded setup: one process serves and delivers
             api.stop()
             procs.remove(api)
             procs.append(Proc([*deskbell, "serve"], env, tmp / "serve.log"))
