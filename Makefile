@@ -46,7 +46,7 @@ image-test:
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/delivery.py
+	$(BIN)/python bench/delivery.py --requests 8000 --rate 500 --seconds 6
 	$(BIN)/python bench/growth.py
 
 clean:
