@@ -1,0 +1,161 @@
+"""Reading requests back: one by id, or a filtered newest-first page (`RequestReads`, which
+`Store` inherits). Each is one statement, and stored payloads are built without validating
+them again (they were validated when accepted)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from operator import attrgetter
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from deskbell.models import AssistanceRequestIn, DeliveryStatus, StoredRequest
+from deskbell.storage.engine import Database
+from deskbell.storage.records import delivery_from_row
+from deskbell.storage.tables import deliveries, requests
+
+
+class RequestReads:
+    db: Database
+
+    async def get_request(self, request_id: str) -> StoredRequest | None:
+        async with self.db.reader.connect() as conn:
+            return await self._load(conn, request_id)
+
+    async def _load(self, conn: AsyncConnection, request_id: str) -> StoredRequest | None:
+        rows = await conn.execute(_with_deliveries(requests.c.id == request_id))
+        found = _grouped(rows)
+        return found[0] if found else None
+
+    async def list_requests(
+        self,
+        *,
+        topic: str | None = None,
+        status: DeliveryStatus | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[StoredRequest], str | None]:
+        """Newest first. The cursor is the last id of the previous page: ids are time-ordered,
+        so paging is stable while new requests arrive. `status` keeps requests that have at
+        least one delivery in that status.
+
+        Each filter walks an index in id order from the cursor and stops once the page is full
+        (migration 0004): `ix_requests_topic_id` for a topic, `ix_deliveries_status_request_id`
+        for a status. Scanning `requests` newest first and testing each row instead reads the
+        whole table when few rows match (1M rows: seconds for `status=in_flight`).
+
+        The page's ids are a subquery of the one statement that reads the requests with their
+        deliveries: every statement through aiosqlite costs several hops between the event
+        loop and its thread, more CPU than reading the rows."""
+        if status is None:
+            page_ids = (
+                sa.select(requests.c.id)
+                .where(*self._request_filters(topic, since))
+                .order_by(requests.c.id.desc())
+                .limit(limit + 1)
+            )
+            if cursor is not None:
+                page_ids = page_ids.where(requests.c.id < cursor)
+        else:
+            page_ids = self._ids_with_status(status, topic, since, cursor, limit + 1)
+        # correlate(None): the subquery reads its own `requests` and `deliveries`, not the
+        # rows of the outer join.
+        query = _with_deliveries(requests.c.id.in_(page_ids.correlate(None)))
+        async with self.db.reader.connect() as conn:
+            found = _grouped(await conn.execute(query))
+        items = found[:limit]
+        next_cursor = items[-1].id if len(found) > limit else None
+        return items, next_cursor
+
+    @staticmethod
+    def _request_filters(topic: str | None, since: datetime | None) -> list[sa.ColumnElement[bool]]:
+        found: list[sa.ColumnElement[bool]] = []
+        if topic is not None:
+            found.append(requests.c.topic == topic)
+        if since is not None:
+            found.append(requests.c.created_at >= since)
+        return found
+
+    @classmethod
+    def _ids_with_status(
+        cls,
+        status: DeliveryStatus,
+        topic: str | None,
+        since: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> sa.Select[tuple[str]]:
+        """Up to `limit` ids of requests with a delivery in `status`, newest first, read
+        backwards along (status, request_id) from the cursor; once each (GROUP BY), though a
+        request may have several deliveries in that status."""
+        request_id = deliveries.c.request_id
+        query = sa.select(request_id).where(deliveries.c.status == status.value)
+        if cursor is not None:
+            query = query.where(request_id < cursor)
+        filters = cls._request_filters(topic, since)
+        if filters:
+            query = query.join(requests, requests.c.id == request_id).where(*filters)
+        return query.group_by(request_id).order_by(request_id.desc()).limit(limit)
+
+
+# What a read of requests selects: the request's columns, labelled apart from the deliveries'
+# own `id` and `created_at`, then those of its deliveries (one row each, LEFT JOIN: a request
+# without deliveries has one row, of NULLs for them). Not `updated_at` nor `fallback_channel`,
+# which `Delivery` does not carry: every datetime column is a conversion per row.
+_READ_COLUMNS = (
+    requests.c.id.label("request_key"),
+    requests.c.created_at.label("accepted_at"),
+    requests.c.payload,
+    deliveries.c.id,
+    deliveries.c.request_id,
+    deliveries.c.channel,
+    deliveries.c.status,
+    deliveries.c.attempts,
+    deliveries.c.created_at,
+    deliveries.c.next_attempt_at,
+    deliveries.c.last_error,
+    deliveries.c.sent_at,
+    deliveries.c.lease_owner,
+    deliveries.c.lease_expires_at,
+    deliveries.c.fallback_of,
+)
+
+
+def _with_deliveries(where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The requests matching `where`, newest first, each with its deliveries, in one
+    statement. The deliveries are put in id order by `_grouped`: ordering by them here too
+    would make SQLite sort the page in a temp B-tree instead of reading it in index order."""
+    return (
+        sa.select(*_READ_COLUMNS)
+        .select_from(requests.outerjoin(deliveries, deliveries.c.request_id == requests.c.id))
+        .where(where)
+        .order_by(requests.c.id.desc())
+    )
+
+
+def _grouped(rows: Iterable[Any]) -> list[StoredRequest]:
+    """The rows of `_with_deliveries` as one StoredRequest each, deliveries in id order.
+
+    The payload is built without validating it again (`AssistanceRequestIn.from_stored`): it
+    was validated, and stored as that model's dump, when it was accepted."""
+    found: list[StoredRequest] = []
+    current: StoredRequest | None = None
+    for row in rows:
+        if current is None or current.id != row.request_key:
+            current = StoredRequest(
+                id=row.request_key,
+                created_at=row.accepted_at,
+                payload=AssistanceRequestIn.from_stored(row.payload),
+                deliveries=[],
+            )
+            found.append(current)
+        if row.id is not None:
+            current.deliveries.append(delivery_from_row(row))
+    for stored in found:
+        if len(stored.deliveries) > 1:
+            stored.deliveries.sort(key=attrgetter("id"))
+    return found
