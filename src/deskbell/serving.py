@@ -40,6 +40,10 @@ HEALTHCHECK_SECONDS = 30
 YOUNG_GENERATION_THRESHOLD = 10_000  # allocations between young collections (default 700)
 APP_WITH_WORKERS = "deskbell.api.asgi:app_with_workers"
 APP_WITHOUT_WORKERS = "deskbell.api.asgi:app_without_workers"
+# uvicorn formats each access-log line's arguments (client address, quoted path) before the
+# logger checks its level, and `uvicorn.access` is held at WARNING (observability.py): every
+# request paid for a line nobody saw. deskbell's own request logs and metrics carry the rest.
+ACCESS_LOG = False
 
 
 class ServerProcessFailed(DeskbellError):
@@ -95,6 +99,7 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
         port=settings.port,
         workers=1,  # explicit, so a WEB_CONCURRENCY in the environment cannot change it
         log_config=None,
+        access_log=ACCESS_LOG,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
@@ -125,6 +130,7 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
         port=settings.port,
         workers=settings.processes,
         log_config=None,
+        access_log=ACCESS_LOG,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # The supervisor pings each child every 0.5 s and SIGKILLs one that has not answered
         # within this; uvicorn's 5 s can be reached by a healthy child on a saturated host
