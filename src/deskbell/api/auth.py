@@ -22,7 +22,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal, cast
+from typing import Annotated, Literal, NamedTuple, cast
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -46,8 +46,10 @@ _BEARER = HTTPBearer(
 ALL_SCOPES = frozenset(Scope)
 
 
-@dataclass(frozen=True)
-class Principal:
+class Principal(NamedTuple):
+    """Who is calling. A NamedTuple: built for every ingest request, where a frozen
+    dataclass's __init__ costs three times a NamedTuple's."""
+
     kind: Literal["key", "webhook", "anonymous"]
     name: str
     scopes: frozenset[Scope]

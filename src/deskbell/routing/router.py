@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.rules import Equals, Matcher, OneOf
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A channel to deliver to, and the channel that takes over if that delivery dies."""
 
     channel: str
@@ -23,9 +23,19 @@ class Route:
     to: tuple[str, ...]
     continue_: bool = False
     fallback: str | None = None
+    # Built once: a route's targets are the same for every request it matches.
+    targets: tuple[Target, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unique = dict.fromkeys(self.to)
+        object.__setattr__(self, "targets", tuple(Target(c, self.fallback) for c in unique))
 
     def matches(self, request: AssistanceRequestIn) -> bool:
-        return all(m.matches(request) for m in self.matchers)
+        # A loop, not all() over a generator: this runs for every ingest request.
+        for matcher in self.matchers:  # noqa: SIM110
+            if not matcher.matches(request):
+                return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,11 @@ class Router:
     routes: Sequence[Route]
     default: tuple[str, ...] | None = None  # None: reject unmatched topics
     _known: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _default: tuple[Target, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_known", self._collect_known_topics())
+        object.__setattr__(self, "_default", tuple(Target(c) for c in self.default or ()))
 
     def targets(self, request: AssistanceRequestIn) -> list[Target]:
         """Channels in route order, each once. Empty means: no route and no default."""
@@ -43,12 +55,14 @@ class Router:
         for route in self.routes:
             if not route.matches(request):
                 continue
-            for channel in route.to:
-                found.setdefault(channel, Target(channel, route.fallback))
+            if not route.continue_ and not found and route.targets:
+                return list(route.targets)  # the common case: one route decides
+            for target in route.targets:
+                found.setdefault(target.channel, target)
             if not route.continue_:
                 break
-        if not found and self.default:
-            return [Target(channel) for channel in self.default]
+        if not found:
+            return list(self._default)
         return list(found.values())
 
     def known_topics(self) -> list[str]:

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -49,9 +48,10 @@ DELIVERY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PendingRequest:
-    """One accepted request waiting for its commit, with the ids its 202 will carry."""
+class PendingRequest(NamedTuple):
+    """One accepted request waiting for its commit, with the ids its 202 will carry. A
+    NamedTuple: built for every ingest request, where a frozen dataclass's __init__ costs
+    three times a NamedTuple's."""
 
     id: str
     topic: str

