@@ -6,6 +6,7 @@ row, which fails the whole transaction it is in."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,12 @@ from sqlalchemy.exc import DBAPIError
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.router import Target
 from deskbell.storage.group_commit import IngestRows
-from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
+from deskbell.storage.sqlite_ingest import (
+    ROWS_PER_STATEMENT,
+    MultiRowInsert,
+    SQLiteGroupCommit,
+    sqlite_file,
+)
 from deskbell.storage.tables import metadata, requests
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
@@ -187,3 +193,45 @@ async def test_a_database_the_writer_cannot_open_fails_each_batch_and_recovers(
     assert (writer.batches, writer.committed) == (1, 1)
     with pytest.raises(RuntimeError, match="shutting down"):
         await writer.accept(payload, targets)
+
+
+def test_a_batch_is_inserted_in_statements_of_at_most_64_rows() -> None:
+    insert = MultiRowInsert("INSERT INTO t (a, b) VALUES (?, ?)")
+    rows = [(i, f"b{i}") for i in range(130)]
+    statements = list(insert.statements(rows))
+    assert [len(parameters) for _, parameters in statements] == [128, 128, 4]
+    last = ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?)", [128, "b128", 129, "b129"])
+    assert statements[2] == last
+    assert statements[0][0].count("(?, ?)") == ROWS_PER_STATEMENT
+    assert [p for _, parameters in statements for p in parameters[::2]] == list(range(130))
+
+
+async def test_a_batch_larger_than_one_statement_is_stored_whole(tmp_path: Path) -> None:
+    """While another connection holds the write lock, requests pile up; the batches that
+    commit once it is released hold more rows than one INSERT takes."""
+    path = tmp_path / "deskbell.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    writer = SQLiteGroupCommit(str(path), IngestRows(sqlite.dialect()), lambda: datetime.now(UTC))
+    payload = AssistanceRequestIn(topic="sales", description="x")
+    targets = [Target("console"), Target("email")]
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    tasks = [asyncio.create_task(writer.accept(payload, targets)) for _ in range(150)]
+    # One turn of the loop: the tasks, scheduled first, each run to the point where their
+    # request is handed to the writer and they wait for its commit.
+    await asyncio.sleep(0)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    receipts = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    await writer.aclose()
+    with engine.connect() as conn:
+        stored = set(conn.execute(sa.select(requests.c.id)).scalars())
+        delivery_count = conn.execute(sa.text("SELECT count(*) FROM deliveries")).scalar_one()
+    engine.dispose()
+    assert stored == {r.id for r in receipts}
+    assert len(stored) == 150
+    assert delivery_count == 300
+    # Whatever the first batch took before the lock stopped it, the rest waited and went in
+    # one more: some batch held more requests (and rows per table) than one INSERT takes.
+    assert (writer.committed, writer.batches) in {(150, 1), (150, 2)}
