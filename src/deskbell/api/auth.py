@@ -137,8 +137,8 @@ class Authenticator:
                 "missing_credentials", "an API key or a webhook signature is needed"
             )
         else:
-            client = request.client.host if request.client else "local"
-            principal = Principal("anonymous", client, ALL_SCOPES)
+            client = request.scope.get("client")  # what request.client wraps, per call
+            principal = Principal("anonymous", client[0] if client else "local", ALL_SCOPES)
         if principal.kind != "anonymous":
             # Per key (SPEC: "a per-key rate limit"); with auth off the server is loopback-only.
             self.limiter.check(principal.bucket)

@@ -16,6 +16,7 @@ structlog's contextvars for each request cost 7% of the ingest CPU.
 from __future__ import annotations
 
 import time
+from collections.abc import KeysView
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -63,6 +64,9 @@ class IndexedHeaders(Headers):
 
     def __contains__(self, key: Any) -> bool:
         return isinstance(key, str) and key.lower() in self._first
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]  # a view, not a new list
+        return self._first.keys()
 
 
 class IngestRequest(Request):
@@ -165,7 +169,8 @@ async def _send(send: Send, answer: Answer, request_id: str) -> None:
         _JSON,
         (b"content-length", str(len(answer.body)).encode()),
         (_REQUEST_ID_HEADER, request_id.encode()),
-        *((name.lower().encode(), value.encode()) for name, value in answer.headers),
     ]
+    for name, value in answer.headers:
+        headers.append((name.lower().encode(), value.encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})

@@ -67,7 +67,7 @@ class PendingRequest(NamedTuple):
             new_id(),
             payload.topic,
             payload.model_dump_json(exclude_none=True),
-            tuple((new_id(), t.channel, t.fallback) for t in targets),
+            tuple([(new_id(), t.channel, t.fallback) for t in targets]),
             trace,
         )
 
@@ -75,7 +75,7 @@ class PendingRequest(NamedTuple):
         return Receipt(
             self.id,
             self.topic,
-            tuple(DeliveryReceipt(d, channel) for d, channel, _ in self.deliveries),
+            tuple([DeliveryReceipt(d, channel) for d, channel, _ in self.deliveries]),
         )
 
 
