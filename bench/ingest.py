@@ -3,13 +3,18 @@
 In one run, each server pinned to core 0 and wrk (1 thread, 64 connections) to core 1:
 - floor: a raw ASGI app answering 202 (bench/floor_app.py), uvicorn + uvloop + httptools;
 - deskbell: `deskbell serve --no-workers` on SQLite (and on PostgreSQL when reachable);
+  the floor and deskbell on SQLite alternate for `--rounds` rounds, and the ratio reported is
+  the median of the rounds' ratios: this VM's speed drifts by a third within a minute, so one
+  floor run and one deskbell run a minute apart can differ by that much for no reason of theirs;
 - naive: FastAPI + pydantic + an aiosqlite commit per request (bench/naive_app.py);
 - deskbell with `serve --no-workers --processes 2` on SQLite, pinned to cores 0-1: wrk on
   core 1 then shares a core with one server process, so this figure understates what two
   processes do on a machine with a core to spare for the load generator.
 After each deskbell run it checks that every 2xx wrk counted is a row in the database.
+Each run also reports the server's CPU time per request (user and system, all its threads,
+from /proc): steadier than req/s when the machine is noisy.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64] [--rounds 3]
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 """
 
@@ -42,6 +47,37 @@ wrk.headers["Content-Type"] = "application/json"
 """
 UVICORN = ["-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
            "--log-level", "warning"]  # fmt: skip
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(user, system) clock ticks used so far by every thread of `pid`."""
+    user = system = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
+
+
+def measured_wrk(
+    pid: int, port: int, seconds: int, connections: int, script: Path
+) -> dict[str, Any]:
+    """`wrk`, plus the server's CPU per request in microseconds while it ran."""
+    user, system = cpu_ticks(pid)
+    result = wrk(port, seconds, connections, script)
+    user_after, system_after = cpu_ticks(pid)
+    per_request = 1e6 / TICK / max(1, result["requests"])
+    result["cpu_us_per_request"] = {
+        "user": round((user_after - user) * per_request, 1),
+        "system": round((system_after - system) * per_request, 1),
+    }
+    return result
 
 
 def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, Any]:
@@ -113,7 +149,7 @@ async def run_deskbell(
     server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], env, tmp / "d.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
-        result = wrk(port, args.seconds, args.connections, script)
+        result = measured_wrk(server.pid, port, args.seconds, args.connections, script)
     finally:
         stop(server)
     stored = await rows(url)
@@ -190,7 +226,7 @@ def run_plain(
                    env, tmp / f"{app.split(':')[0]}.log")  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/")
-        return wrk(port, args.seconds, args.connections, script)
+        return measured_wrk(server.pid, port, args.seconds, args.connections, script)
     finally:
         stop(server)
 
@@ -199,6 +235,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="floor/deskbell SQLite pairs")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install -y wrk")
@@ -207,8 +244,14 @@ async def main() -> None:
         script = tmp / "post.lua"
         script.write_text(LUA)
         env = {**os.environ, "NAIVE_DB": str(tmp / "naive.db")}
-        floor = run_plain("floor_app:app", env, args, tmp, script)
-        sqlite = await run_deskbell(f"sqlite+aiosqlite:///{tmp / 'bench.db'}", args, tmp, script)
+        rounds = []
+        for number in range(args.rounds):
+            floor = run_plain("floor_app:app", env, args, tmp, script)
+            url = f"sqlite+aiosqlite:///{tmp / f'bench-{number}.db'}"
+            sqlite = await run_deskbell(url, args, tmp, script)
+            rounds.append((sqlite["rps"] / floor["rps"], floor, sqlite))
+        rounds.sort(key=lambda r: r[0])
+        ratio, floor, sqlite = rounds[len(rounds) // 2]  # the median round
         naive = run_plain("naive_app:app", env, args, tmp, script)
         processes_2 = await run_deskbell_processes(
             f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", args, tmp, script
@@ -225,13 +268,16 @@ async def main() -> None:
         "cpus": os.cpu_count(),
         "connections": args.connections,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "floor_rps": floor["rps"],
         "deskbell_rps": sqlite["rps"],
-        "ratio": round(sqlite["rps"] / floor["rps"], 3),
+        "ratio": round(ratio, 3),  # the median round's; all rounds in "ratios"
+        "ratios": [round(r, 3) for r, _, _ in rounds],
+        "all_rounds": [{"floor": f, "deskbell_sqlite": d} for _, f, d in rounds],
         "p50_ms": sqlite["p50_ms"],
         "p99_ms": sqlite["p99_ms"],
-        "errors": sqlite["errors"],
-        "all_202_stored": sqlite["all_202_stored"],
+        "errors": sum(d["errors"] for _, _, d in rounds),
+        "all_202_stored": all(d["all_202_stored"] for _, _, d in rounds),
         "floor": floor,
         "deskbell_sqlite": sqlite,
         "deskbell_postgresql": postgres,
