@@ -48,13 +48,17 @@ POISON = {
 
 
 class GatedStore(Store):
-    """The real Store; counts its result transactions and claims, and holds every result
-    commit until `gate` is open."""
+    """The real Store; counts its result transactions and claims, holds every result commit
+    until `gate` is open, and every claim that took something (after it committed) until
+    `claim_gate` is open."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.gate = asyncio.Event()
         self.gate.set()
+        self.claim_gate = asyncio.Event()
+        self.claim_gate.set()
+        self.claim_held = asyncio.Event()
         self.batches: list[int] = []
         self.claims: list[int] = []
 
@@ -75,6 +79,8 @@ class GatedStore(Store):
         found = await super().claim(owner, now, lease=lease, limit=limit, room=room)
         if found:
             self.claims.append(len(found))
+            self.claim_held.set()
+            await self.claim_gate.wait()
         return found
 
 
@@ -306,3 +312,31 @@ async def test_a_backlog_is_claimed_in_batches(
     assert len(store.claims) <= 200 // 4 + 2  # at least a quarter of the slots per claim
     assert len(store.batches) < 200
     assert len(fake_slack.payloads) == 200
+
+
+async def test_deliveries_claimed_while_stopping_are_given_back_unsent(
+    make_runtime: Callable[..., Runtime], fake_slack: FakeSlack, database_url: str
+) -> None:
+    """`stop` waits for the attempts it knows of; a claim still running then returns its
+    deliveries after that. They must go back to the queue, not be sent by a pool that has
+    stopped (whose results nobody would commit)."""
+    runtime = make_runtime(slack_config(fake_slack), url=database_url)
+    store = GatedStore(runtime.db)
+    pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=16, lease=LEASE)
+    ids = await accept(runtime, 3)
+    store.claim_gate.clear()
+    task = asyncio.create_task(pool.run())
+    try:
+        await asyncio.wait_for(store.claim_held.wait(), timeout=10)  # claimed, not returned
+        await asyncio.wait_for(pool.stop(grace=5), timeout=10)
+        store.claim_gate.set()
+        await asyncio.wait_for(task, timeout=10)
+        found = [await store.get_delivery(i) for i in ids]
+    finally:
+        store.claim_gate.set()
+        await runtime.aclose()
+    assert fake_slack.payloads == []
+    assert [(d.status, d.lease_owner, d.attempts) for d in found if d is not None] == [
+        (DeliveryStatus.PENDING, None, 0)
+    ] * 3
+    assert store.batches == []  # no result was recorded

@@ -134,11 +134,26 @@ class WorkerPool:
                 )
             except Exception:
                 log.exception("claim_failed")
+            if self._stopping.is_set():
+                # `stop` has waited for the attempts it knew of; these were claimed meanwhile
+                # and go back to the queue rather than out from a pool that has stopped.
+                released = await self._give_back(claimed)
+                log.info("claimed_while_stopping", owner=self.owner, released=released)
+                break
             for item in claimed:
                 self._start(item)
             backlog = len(claimed) == free  # as many as we asked for: there is likely more
             if not backlog:
                 await self._idle()
+
+    async def _give_back(self, claimed: list[Claimed]) -> int:
+        """Deliveries held but not to be sent go back, due now, the attempt not counted; if
+        that fails, their leases expire and another worker takes them. How many went back."""
+        try:
+            return await self.store.release_many(claimed, self.clock.now()) if claimed else 0
+        except Exception:
+            log.exception("release_failed", deliveries=len(claimed))
+            return 0
 
     async def _gather_slots(self) -> None:
         """With a backlog, let a few slots free up before claiming again, up to
@@ -275,8 +290,6 @@ class WorkerPool:
         even those whose task was cancelled while waiting for the commit: their send happened.
         """
         self._stopping.set()
-        released = 0
-        unfinished: list[Claimed] = []
         try:
             pending: set[asyncio.Task[None]] = set()
             if self._inflight:
@@ -287,10 +300,10 @@ class WorkerPool:
             if pending:
                 await asyncio.wait(pending)
             await self.recorder.aclose()
-            if unfinished:
-                released = await self.store.release_many(unfinished, self.clock.now())
+            released = await self._give_back(unfinished)
         except Exception:
-            log.exception("release_failed", deliveries=len(unfinished))
+            log.exception("stop_failed")
+            released = 0
         finally:
             self._stopped.set()  # `run` may end: its heartbeat is no longer needed
         log.info("worker_stopped", owner=self.owner, released=released)
