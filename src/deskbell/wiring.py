@@ -28,7 +28,7 @@ from deskbell.models import AssistanceRequestIn, Receipt
 from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
-from deskbell.storage.group_commit import GroupCommitter, Ingest, IngestRows, IngestWriter
+from deskbell.storage.group_commit import GroupCommitter, Ingest, IngestWriter
 from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
 from deskbell.storage.store import Store
@@ -89,8 +89,7 @@ class Runtime:
     def __post_init__(self) -> None:
         path = sqlite_file(self.db.url)
         if path is not None:
-            rows = IngestRows(self.db.writer.dialect)
-            self.ingest = SQLiteGroupCommit(path, rows, self.clock.now)
+            self.ingest = SQLiteGroupCommit(path, self.clock.now)
         else:
             self.ingest = GroupCommitter(IngestWriter(self.db), self.clock.now)
 

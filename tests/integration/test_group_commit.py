@@ -15,12 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.router import Target
-from deskbell.storage.group_commit import IngestRows
+from deskbell.storage.records import RequestTrace
 from deskbell.storage.sqlite_ingest import (
     ROWS_PER_STATEMENT,
     MultiRowInsert,
@@ -175,7 +174,7 @@ async def test_a_database_the_writer_cannot_open_fails_each_batch_and_recovers(
     gets the error (the API answers 503) instead of waiting forever, and a later batch tries
     again and commits once the database is there."""
     path = tmp_path / "not-yet" / "deskbell.db"
-    writer = SQLiteGroupCommit(str(path), IngestRows(sqlite.dialect()), lambda: datetime.now(UTC))
+    writer = SQLiteGroupCommit(str(path), lambda: datetime.now(UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     targets = [Target("console")]
     with pytest.raises(DBAPIError, match="unable to open database file"):
@@ -196,14 +195,56 @@ async def test_a_database_the_writer_cannot_open_fails_each_batch_and_recovers(
 
 
 def test_a_batch_is_inserted_in_statements_of_at_most_64_rows() -> None:
-    insert = MultiRowInsert("INSERT INTO t (a, b) VALUES (?, ?)")
+    insert = MultiRowInsert("INSERT INTO t (a, b, at) VALUES ", "({}, NULLIF({}, ''), ?1)")
     rows = [(i, f"b{i}") for i in range(130)]
-    statements = list(insert.statements(rows))
-    assert [len(parameters) for _, parameters in statements] == [128, 128, 4]
-    last = ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?)", [128, "b128", 129, "b129"])
+    statements = list(insert.statements("now", rows))
+    assert [len(parameters) for _, parameters in statements] == [129, 129, 5]
+    last = (
+        "INSERT INTO t (a, b, at) VALUES (?2, NULLIF(?3, ''), ?1), (?4, NULLIF(?5, ''), ?1)",
+        ["now", 128, "b128", 129, "b129"],
+    )
     assert statements[2] == last
-    assert statements[0][0].count("(?, ?)") == ROWS_PER_STATEMENT
-    assert [p for _, parameters in statements for p in parameters[::2]] == list(range(130))
+    assert statements[0][0].count("?1)") == ROWS_PER_STATEMENT
+    assert statements[0][0].endswith("(?128, NULLIF(?129, ''), ?1)")
+    assert [p for _, parameters in statements for p in parameters[1::2]] == list(range(130))
+
+
+async def test_nullable_values_are_stored_as_null_and_the_timestamp_in_every_column(
+    tmp_path: Path,
+) -> None:
+    """The writer binds a missing request id, traceparent or fallback as '' (a None costs the
+    sqlite3 module an exception per parameter) and the batch's timestamp once per statement:
+    stored are NULLs, the values given, and one timestamp in every timestamp column."""
+    path = tmp_path / "deskbell.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    writer = SQLiteGroupCommit(str(path), lambda: datetime(2026, 1, 1, 12, tzinfo=UTC))
+    payload = AssistanceRequestIn(topic="sales", description="x")
+    traced, untraced = await asyncio.gather(
+        writer.accept(payload, [Target("console", "email")], RequestTrace("r1", "00-ab-cd-01")),
+        writer.accept(payload, [Target("console")], RequestTrace(None, None)),
+    )
+    await writer.aclose()
+    with engine.connect() as conn:
+        stored = {
+            row.id: row
+            for row in conn.execute(
+                sa.text(
+                    "SELECT r.id, r.created_at, r.http_request_id, r.traceparent,"
+                    " d.channel, d.fallback_channel, d.status, d.attempts,"
+                    " d.created_at AS d_created, d.updated_at, d.next_attempt_at"
+                    " FROM requests r JOIN deliveries d ON d.request_id = r.id"
+                )
+            )
+        }
+    engine.dispose()
+    stamp = "2026-01-01 12:00:00.000000"
+    assert tuple(stored[traced.id])[1:] == (
+        stamp, "r1", "00-ab-cd-01", "console", "email", "pending", 0, stamp, stamp, stamp
+    )  # fmt: skip
+    assert tuple(stored[untraced.id])[1:] == (
+        stamp, None, None, "console", None, "pending", 0, stamp, stamp, stamp
+    )  # fmt: skip
 
 
 async def test_a_batch_larger_than_one_statement_is_stored_whole(tmp_path: Path) -> None:
@@ -212,7 +253,7 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole(tmp_path: Path)
     path = tmp_path / "deskbell.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
-    writer = SQLiteGroupCommit(str(path), IngestRows(sqlite.dialect()), lambda: datetime.now(UTC))
+    writer = SQLiteGroupCommit(str(path), lambda: datetime.now(UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     targets = [Target("console"), Target("email")]
     blocker = sqlite3.connect(path, isolation_level=None)

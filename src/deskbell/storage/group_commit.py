@@ -87,15 +87,20 @@ def _insert_sql(table: sa.Table, columns: Sequence[str], dialect: Dialect) -> st
     return str(compiled)
 
 
+def stamp_for(dialect: Dialect) -> Callable[[datetime], object]:
+    """A timestamp as the driver gets it for a UTCDateTime column: `dialect_impl` applies the
+    dialect's own DateTime formatting too (SQLite's text), not only ours."""
+    stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return stamp if stamp is not None else lambda value: value
+
+
 class IngestRows:
     """The INSERTs of a batch as driver SQL (compiled once for the dialect) and row tuples."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.requests_sql = _insert_sql(requests, REQUEST_COLUMNS, dialect)
         self.deliveries_sql = _insert_sql(deliveries, DELIVERY_COLUMNS, dialect)
-        # dialect_impl: the dialect's own DateTime formatting too (SQLite's text), not only ours
-        stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-        self._stamp: Callable[[datetime], object] = stamp if stamp is not None else lambda v: v
+        self._stamp = stamp_for(dialect)
 
     def of(
         self, items: Sequence[PendingRequest], now: datetime

@@ -23,16 +23,16 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from itertools import chain
 
 import structlog
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from deskbell.models import AssistanceRequestIn, Receipt
+from deskbell.models import AssistanceRequestIn, DeliveryStatus, Receipt
 from deskbell.routing.router import Target
 from deskbell.storage.engine import SQLITE_PRAGMAS
-from deskbell.storage.group_commit import MAX_BATCH, IngestRows, PendingRequest
+from deskbell.storage.group_commit import MAX_BATCH, PendingRequest, stamp_for
 from deskbell.storage.records import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
@@ -42,6 +42,7 @@ ROWS_PER_STATEMENT = 64
 # undo the rest of its statement. In a file, that was an open, writes and an unlink per
 # statement (strace: about 70 writes per commit); in memory, at most 64 rows' worth.
 WRITER_TEMP_STORE = "PRAGMA temp_store=MEMORY"
+_STAMP = stamp_for(sqlite_dialect.dialect())  # the text SQLite's DateTime columns hold
 
 
 class MultiRowInsert:
@@ -52,28 +53,54 @@ class MultiRowInsert:
     many VALUES rows took 23% fewer instructions per ingested request than executemany. The
     text for each row count is built once and the connection keeps it prepared
     (`cached_statements`), so at most ROWS_PER_STATEMENT texts per table exist; 64 rows of
-    the widest table bind 576 parameters, under SQLite's oldest limit (999).
+    the widest table bind 321 parameters, under SQLite's oldest limit (999).
+
+    `row` is one row's VALUES: `{}` for each value of its own, `?1` for the batch's one value
+    that every row shares (its timestamp), literals for what every new row has. Binding costs
+    more than the insert of a value: the sqlite3 module copies each, and a None goes through
+    its adapter lookup, which raises and catches an AttributeError per parameter. So shared
+    values are bound once, and nullable ones are bound as '' and stored as NULLIF(?, '').
     """
 
-    def __init__(self, one_row_sql: str) -> None:
-        head, separator, values = one_row_sql.partition(" VALUES ")
-        if not separator:
-            raise ValueError(f"not a one-row INSERT: {one_row_sql}")
-        self.one_row_sql = one_row_sql
-        self._head = head + separator
-        self._values = values
+    def __init__(self, head: str, row: str) -> None:
+        self.head = head
+        self.row = row
+        self.width = row.count("{}")
         self._texts: dict[int, str] = {}
 
-    def statements(self, rows: Sequence[tuple[object, ...]]) -> Iterator[tuple[str, list[object]]]:
+    def statements(
+        self, shared: object, rows: Sequence[Sequence[object]]
+    ) -> Iterator[tuple[str, list[object]]]:
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start : start + ROWS_PER_STATEMENT]
-            yield self._text(len(chunk)), list(chain.from_iterable(chunk))
+            parameters = [shared]
+            for row in chunk:
+                parameters.extend(row)
+            yield self._text(len(chunk)), parameters
 
     def _text(self, count: int) -> str:
         text = self._texts.get(count)
         if text is None:
-            text = self._texts[count] = self._head + ", ".join([self._values] * count)
+            width = self.width  # row r's own values are ?(2 + r*width) onwards
+            rows = [
+                self.row.format(*[f"?{2 + r * width + c}" for c in range(width)])
+                for r in range(count)
+            ]
+            text = self._texts[count] = self.head + ", ".join(rows)
         return text
+
+
+# The values of a new request and of its pending deliveries (storage/group_commit.py's
+# REQUEST_COLUMNS and DELIVERY_COLUMNS, in the same order); ?1 is the batch's timestamp.
+REQUESTS = MultiRowInsert(
+    "INSERT INTO requests (id, topic, payload, created_at, http_request_id, traceparent) VALUES ",
+    "({}, {}, {}, ?1, NULLIF({}, ''), NULLIF({}, ''))",
+)
+DELIVERIES = MultiRowInsert(
+    "INSERT INTO deliveries (id, request_id, channel, status, attempts, created_at, updated_at,"
+    " next_attempt_at, fallback_channel) VALUES ",
+    f"({{}}, {{}}, {{}}, '{DeliveryStatus.PENDING.value}', 0, ?1, ?1, ?1, NULLIF({{}}, ''))",
+)
 
 
 def sqlite_file(url: str) -> str | None:
@@ -92,14 +119,10 @@ class SQLiteGroupCommit:
     def __init__(
         self,
         path: str,
-        rows: IngestRows,
         now: Callable[[], datetime],
         max_batch: int = MAX_BATCH,
     ) -> None:
         self.path = path
-        self.rows = rows
-        self._requests = MultiRowInsert(rows.requests_sql)
-        self._deliveries = MultiRowInsert(rows.deliveries_sql)
         self.now = now
         self.max_batch = max_batch
         self.batches = 0  # committed transactions and the requests in them, for tests
@@ -189,13 +212,28 @@ class SQLiteGroupCommit:
 
     def _write(self, conn: sqlite3.Connection, items: Sequence[PendingRequest]) -> Exception | None:
         """Commit the batch; the error (as SQLAlchemy's type) if nothing was stored."""
-        request_rows, delivery_rows = self.rows.of(items, self.now())
+        at = _STAMP(self.now())
+        request_rows = [
+            (
+                i.id,
+                i.topic,
+                i.payload_json,
+                i.trace.http_request_id or "",
+                i.trace.traceparent or "",
+            )
+            for i in items
+        ]
+        delivery_rows = [
+            (delivery_id, i.id, channel, fallback or "")
+            for i in items
+            for delivery_id, channel, fallback in i.deliveries
+        ]
         statement = "BEGIN IMMEDIATE"  # for the error: what was running
         try:
             conn.execute(statement)
-            for insert, rows in ((self._requests, request_rows), (self._deliveries, delivery_rows)):
-                statement = insert.one_row_sql
-                for sql, parameters in insert.statements(rows):
+            for insert, rows in ((REQUESTS, request_rows), (DELIVERIES, delivery_rows)):
+                statement = insert.head
+                for sql, parameters in insert.statements(at, rows):
                     conn.execute(sql, parameters)
             statement = "COMMIT"
             conn.execute(statement)
