@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import sqlalchemy as sa
 import structlog
@@ -48,10 +49,10 @@ DELIVERY_COLUMNS = (
 )
 
 
-class PendingRequest(NamedTuple):
-    """One accepted request waiting for its commit, with the ids its 202 will carry. A
-    NamedTuple: built for every ingest request, where a frozen dataclass's __init__ costs
-    three times a NamedTuple's."""
+@dataclass(slots=True)
+class PendingRequest:
+    """One accepted request waiting for its commit, with the ids its 202 will carry. Not
+    frozen: see `DeliveryReceipt` (models.py)."""
 
     id: str
     topic: str

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
@@ -96,9 +97,10 @@ async def ingest(
     return Response(answer.body, answer.status, dict(answer.headers), "application/json")
 
 
-class Answer(NamedTuple):
+@dataclass(slots=True)
+class Answer:
     """A rendered JSON answer: the lean path sends it as two ASGI messages, no Response.
-    A NamedTuple, as the other records built for every ingest request."""
+    Not frozen, as the other records built for every ingest request (`DeliveryReceipt`)."""
 
     status: int
     body: bytes
