@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from standardwebhooks import Webhook
 
 from deskbell.api.errors import ApiError
+from deskbell.api.incoming import Incoming
 from deskbell.api.limits import RateLimiter, read_body
 from deskbell.api.webhooks import SignatureError, Verifier, is_signed, parse_secrets, verify
 from deskbell.errors import ConfigError
@@ -133,7 +134,7 @@ class Authenticator:
                 raise ApiError(503, "database_unavailable", "cannot check API keys") from exc
         return self.required
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(self, request: Incoming) -> Principal:
         header = request.headers.get("authorization")
         if header is not None:
             principal = await self._by_key(header)
@@ -171,7 +172,7 @@ class Authenticator:
             raise _unauthorized("invalid_credentials", "unknown or revoked API key")
         return Principal("key", found.name, found.scope.grants())
 
-    async def _by_signature(self, request: Request) -> Principal:
+    async def _by_signature(self, request: Incoming) -> Principal:
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         try:
             signed = verify(body, request.headers, self.verifiers(), self.runtime.clock.now())

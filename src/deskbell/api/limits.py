@@ -20,15 +20,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from deskbell.api.errors import ApiError
+from deskbell.api.incoming import Incoming
 
 MAX_BUCKETS = 10_000
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Incoming, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` bytes."""
     state = request.scope.setdefault("state", {})  # what `request.state` wraps
     cached = state.get("raw_body")

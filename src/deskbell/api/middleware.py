@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 
 import structlog
 import uuid_utils
@@ -29,12 +30,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deskbell.wiring import Runtime
 
 HEADER = "X-Request-ID"
+_HEADER_KEY = HEADER.lower()  # as `Incoming` headers are asked for
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def request_id_from(headers: Headers) -> str:
-    given = headers.get(HEADER)
+def request_id_from(headers: Mapping[str, str]) -> str:
+    given = headers.get(_HEADER_KEY)
     if given is not None and _SAFE_ID.fullmatch(given):
         return given
     return uuid_utils.uuid4().hex  # the C uuid4: a tenth of the stdlib's cost

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from deskbell.api.auth import Principal, PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
+from deskbell.api.incoming import Incoming
 from deskbell.api.limits import read_body
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
@@ -127,7 +128,7 @@ class Answer:
 
 
 async def accept_request(
-    request: Request,
+    request: Incoming,
     runtime: Runtime,
     principal: Principal,
     idempotency_key: str | None,
