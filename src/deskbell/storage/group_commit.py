@@ -35,6 +35,10 @@ from deskbell.storage.tables import UTCDateTime, deliveries, requests
 
 log = structlog.get_logger(__name__)
 MAX_BATCH = 512
+# The stored payload is the model's JSON without nulls (as `Store` writes it). Its pydantic-core
+# serializer is called directly: `model_dump_json` passes a dozen keyword arguments through
+# pydantic-core's argument parsing on every call, half its cost.
+_SERIALIZER = AssistanceRequestIn.__pydantic_serializer__
 REQUEST_COLUMNS = ("id", "topic", "payload", "created_at", "http_request_id", "traceparent")
 DELIVERY_COLUMNS = (
     "id",
@@ -67,7 +71,7 @@ class PendingRequest:
         return cls(
             new_id(),
             payload.topic,
-            payload.model_dump_json(exclude_none=True),
+            _SERIALIZER.to_json(payload, exclude_none=True).decode(),
             tuple([(new_id(), t.channel, t.fallback) for t in targets]),
             trace,
         )
