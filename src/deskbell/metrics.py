@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from deskbell.metrics_tally import RouteTally
 from deskbell.models import DeliveryStatus
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -52,6 +53,7 @@ class Metrics:
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.topics = frozenset(topics)
+        self._tallies: list[RouteTally] = []
         self.channels = tuple(channels)
         self.requests = Counter(
             "deskbell_requests",
@@ -104,6 +106,16 @@ class Metrics:
             self.attempt_seconds.labels(channel)
             self.latency_seconds.labels(channel)
 
+    def tally(self, method: str, route: str) -> RouteTally:
+        """A hot route's bulk counting (metrics_tally.py), flushed by `flush` and `render`."""
+        tally = RouteTally(self.requests, self.http_seconds, method, route, self.topic_label)
+        self._tallies.append(tally)
+        return tally
+
+    def flush(self) -> None:
+        for tally in self._tallies:
+            tally.flush()
+
     def topic_label(self, topic: str | None) -> str:
         return topic if topic is not None and topic in self.topics else OTHER
 
@@ -127,6 +139,7 @@ class Metrics:
     def render(self, backlog: Backlog, now: datetime) -> bytes:
         """The text exposition: the instruments (this process's, or every process's in
         multiprocess mode) and the backlog gauges from the snapshot the caller read."""
+        self.flush()
         if self.multiprocess_dir is not None:
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped

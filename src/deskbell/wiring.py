@@ -130,6 +130,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.ingest.aclose()
+        self.metrics.flush()  # what the last second counted, into this process's files too
         if self.workers is not None:
             await self.workers.stop(self.settings.shutdown_grace_seconds)
         if self._worker_task is not None:

@@ -160,6 +160,11 @@ async def test_two_processes_store_and_deliver_each_request_once(
 
         await wait_until_true(all_sent, timeout=60, what="600 recorded as sent")
         rows = await recorded()
+
+        async def all_counted() -> bool:  # each process adds its counts within FLUSH_SECONDS
+            return sum(accepted_by_process(directory, tmp_path).values()) == 600
+
+        await wait_until_true(all_counted, timeout=10, what="600 accepted in the counter files")
         by_process = accepted_by_process(directory, tmp_path)
         text = server.client.get("/metrics").text
         async with database.reader.connect() as conn:

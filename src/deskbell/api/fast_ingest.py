@@ -21,20 +21,19 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 
 import structlog
-from prometheus_client.metrics import Counter, Histogram
 from starlette.types import Receive, Scope, Send
 
-from deskbell.api.auth import Authenticator, Principal, require_scope
+from deskbell.api.auth import Authenticator, Principal, check_scope
 from deskbell.api.errors import ApiError
 from deskbell.api.incoming import Incoming
 from deskbell.api.middleware import HEADER, request_id_from
 from deskbell.api.routes.ingest import Answer, accept_request
+from deskbell.storage.keys import Scope as KeyScope
 from deskbell.storage.records import RequestTrace
 from deskbell.wiring import Runtime
 
 PATH = "/v1/assistance-requests"
 MAX_IDEMPOTENCY_KEY = 255
-CHECK_INGEST = require_scope("ingest")
 log = structlog.get_logger(__name__)
 _REQUEST_ID_HEADER = HEADER.lower().encode()
 _JSON = (b"content-type", b"application/json")
@@ -64,8 +63,7 @@ class IngestEndpoint:
     def __init__(self, runtime: Runtime, authenticator: Authenticator) -> None:
         self.runtime = runtime
         self.authenticator = authenticator
-        self._timers: dict[int, Histogram] = {}
-        self._counters: dict[tuple[str, str], Counter] = {}
+        self._tally = runtime.metrics.tally("POST", PATH)  # both metrics, counted in bulk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -86,35 +84,24 @@ class IngestEndpoint:
                 log.exception("ingest_failed", http_request_id=request_id)
                 answer = Answer.error(ApiError(500, "internal_error", "internal server error"))
             await _send(send, answer, request_id)
-        state = scope.get("state", {})  # what accept_request left, if it got that far
-        self._count(state.get("ingest_topic"), ingest_outcome(state, answer.status))
-        self._timer(answer.status).observe(time.perf_counter() - started)
+        state = scope.get("state") or {}  # what accept_request left, if it got that far
+        status = answer.status
+        self._tally.record(
+            state.get("ingest_topic"),
+            ingest_outcome(state, status),
+            status,
+            time.perf_counter() - started,
+        )
 
     async def _principal(self, request: Incoming) -> Principal:
         principal = await self.authenticator.authenticate(request)
-        return await CHECK_INGEST(principal)  # the route's own scope check, 403 if missing
+        return check_scope(principal, KeyScope.INGEST)  # the route's own check, 403 if missing
 
     def _span(self, request: Incoming) -> AbstractContextManager[str | None]:
         tracing = self.runtime.tracing
         if not tracing.enabled:
             return _NO_SPAN
         return tracing.ingest_span(request.headers, PATH)
-
-    def _timer(self, status: int) -> Histogram:
-        """Label lookups cached: prometheus_client takes a lock and builds a tuple for each."""
-        found = self._timers.get(status)
-        if found is None:
-            found = self.runtime.metrics.http_seconds.labels("POST", PATH, str(status))
-            self._timers[status] = found
-        return found
-
-    def _count(self, topic: str | None, outcome: str) -> None:
-        metrics = self.runtime.metrics
-        key = (metrics.topic_label(topic), outcome)  # bounded: unknown topics are "other"
-        found = self._counters.get(key)
-        if found is None:
-            found = self._counters[key] = metrics.requests.labels(*key)
-        found.inc()
 
 
 def ingest_outcome(state: dict[str, object], status: int) -> str:

@@ -51,6 +51,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _is_json(content_type: str | None) -> bool:
+    if content_type == "application/json":  # what nearly every bot sends: no parsing
+        return True
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
