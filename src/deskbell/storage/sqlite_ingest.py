@@ -144,8 +144,11 @@ class SQLiteGroupCommit:
         """Store one request with the next batch; returns once that batch is committed."""
         if self._closing:
             raise RuntimeError("shutting down")
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            # Once, not per request: on Python 3.11 every get_running_loop() is a getpid()
+            # system call. The thread answers on this loop from now on.
+            loop = asyncio.get_running_loop()
             self._start(loop)
         pending = PendingRequest.of(payload, targets, trace)
         future: asyncio.Future[None] = loop.create_future()
