@@ -77,3 +77,60 @@ def test_reject_default_gives_no_targets_and_lists_known_topics() -> None:
 
 def test_known_topics_of_the_big_table() -> None:
     assert ROUTER.known_topics() == ["sales", "billing", "pricing", "ops-urgent", "support"]
+
+
+INDEXED = """
+channels:
+  a: {type: console}
+  b: {type: console}
+  c: {type: console}
+  d: {type: console}
+routes:
+  - match: {metadata.plan: gold}
+    to: [a]
+    continue: true
+  - match: {language: es, topic: [sales, support]}
+    to: [b]
+  - match: {topic: sales}
+    to: [c]
+    continue: true
+  - match: {customer.email: {regex: "@example\\\\.com$"}}
+    to: [d]
+  - match: {topic: {regex: "^sup"}}
+    to: [a, d]
+"""
+
+
+def reference_targets(routes: Any, default: Any, request: AssistanceRequestIn) -> list[str]:
+    """SPEC §4 read literally: every route in order, first match wins unless `continue`."""
+    found: dict[str, None] = {}
+    for route in routes:
+        if all(m.matches(request) for m in route.matchers):
+            found.update(dict.fromkeys(route.to))
+            if not route.continue_:
+                break
+    return list(found) or list(default or ())
+
+
+@pytest.mark.parametrize("topic", ["sales", "support", "billing", "sup-x"])
+@pytest.mark.parametrize("language", [None, "es"])
+@pytest.mark.parametrize("plan", [None, "gold"])
+@pytest.mark.parametrize("email", [None, "x@example.com"])
+def test_the_topic_index_routes_as_every_route_in_order_would(
+    topic: str, language: str | None, plan: str | None, email: str | None
+) -> None:
+    """The router only runs the routes that name a request's topic or name none; the
+    answer must be the one that trying every route in order gives."""
+    router = build_router(parse_config(INDEXED, build_registry(), env={}))
+    fields: dict[str, Any] = {"topic": topic, "description": "help"}
+    if language:
+        fields["language"] = language
+    if plan:
+        fields["metadata"] = {"plan": plan}
+    if email:
+        fields["customer"] = {"email": email}
+    request = AssistanceRequestIn.model_validate(fields)
+    expected = reference_targets(router.routes, router.default, request)
+    assert [t.channel for t in router.targets(request)] == expected
+    assert all(route.matches(request) == all(m.matches(request) for m in route.matchers)
+               for route in router.routes)  # fmt: skip
