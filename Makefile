@@ -45,7 +45,7 @@ image-test:
 # Benchmarks print JSON; the ingest one needs wrk (Debian's package) and pins servers to core 0.
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
-	$(BIN)/python bench/ingest.py --seconds 8 --rounds 3
+	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21
 	$(BIN)/python bench/delivery.py --requests 8000 --rate 500 --seconds 6
 	$(BIN)/python bench/growth.py
 

@@ -3,18 +3,20 @@
 In one run, each server pinned to core 0 and wrk (1 thread, 64 connections) to core 1:
 - floor: a raw ASGI app answering 202 (bench/floor_app.py), uvicorn + uvloop + httptools;
 - deskbell: `deskbell serve --no-workers` on SQLite (and on PostgreSQL when reachable);
-  the floor and deskbell on SQLite alternate for `--rounds` rounds, and the ratio reported is
-  the median of the rounds' ratios: this VM's speed drifts by a third within a minute, so one
-  floor run and one deskbell run a minute apart can differ by that much for no reason of theirs;
+  the floor and deskbell on SQLite both stay up while wrk alternates between them for
+  `--rounds` rounds of `--seconds` each, and the ratio reported is the median of the rounds'
+  ratios: this VM's speed drifts by a third, and at times halves, within a minute, so one
+  floor run and one deskbell run a minute apart (or just a server start apart) can differ by
+  that much for no reason of theirs;
 - naive: FastAPI + pydantic + an aiosqlite commit per request (bench/naive_app.py);
 - deskbell with `serve --no-workers --processes 2` on SQLite, pinned to cores 0-1: wrk on
   core 1 then shares a core with one server process, so this figure understates what two
   processes do on a machine with a core to spare for the load generator.
-After each deskbell run it checks that every 2xx wrk counted is a row in the database.
+After the deskbell runs it checks that every 2xx wrk counted is a row in the database.
 Each run also reports the server's CPU time per request (user and system, all its threads,
 from /proc): steadier than req/s when the machine is noisy.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--connections 64] [--rounds 3]
+    .venv/bin/python bench/ingest.py [--seconds 2] [--rounds 21] [--warmup 3] [--single-seconds 8]
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 """
 
@@ -160,6 +162,54 @@ async def run_deskbell(
     return result
 
 
+async def alternate_rounds(
+    url: str, env: dict[str, str], args: argparse.Namespace, tmp: Path, script: Path
+) -> list[tuple[float, dict[str, Any], dict[str, Any]]]:
+    """(ratio, floor, deskbell) of each round: wrk on the floor, then on deskbell on SQLite,
+    both servers up and pinned to core 0 throughout (the idle one uses no CPU). Every round's
+    deskbell figures carry the storage check of the whole run."""
+    floor_port, port = free_port(), free_port()
+    floor_server = start([sys.executable, *UVICORN, "--app-dir", str(HERE), "--port",
+                          str(floor_port), "floor_app:app"], env, tmp / "floor.log")  # fmt: skip
+    config = tmp / "bench.yaml"
+    config.write_text(
+        "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
+    )
+    server_env = {
+        **{k: v for k, v in env.items() if not k.startswith("DESKBELL_")},
+        "DESKBELL_DATABASE_URL": url,
+        "DESKBELL_CONFIG": str(config),
+        "DESKBELL_PORT": str(port),
+        "DESKBELL_LOG_LEVEL": "warning",
+    }
+    server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], server_env,
+                   tmp / "d.log")  # fmt: skip
+    rounds = []
+    try:
+        wait_http(f"http://127.0.0.1:{floor_port}/")
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        # Not counted: a fresh server and database are slower for their first seconds (the WAL
+        # file grows to its working size, every batch size is prepared once), and a service
+        # runs for days.
+        wrk(floor_port, args.warmup, args.connections, script)
+        warmup = wrk(port, args.warmup, args.connections, script)
+        for _ in range(args.rounds):
+            floor = measured_wrk(floor_server.pid, floor_port, args.seconds, args.connections,
+                                 script)  # fmt: skip
+            sqlite = measured_wrk(server.pid, port, args.seconds, args.connections, script)
+            rounds.append((sqlite["rps"] / floor["rps"], floor, sqlite))
+    finally:
+        stop(server)
+        stop(floor_server)
+    stored = await rows(url)
+    runs = [warmup, *(d for _, _, d in rounds)]
+    accepted = sum(d["requests"] - d["errors"] for d in runs)
+    for sqlite in runs:  # wrk may stop counting requests that were then stored
+        sqlite["stored_in_run"] = stored
+        sqlite["all_202_stored"] = accepted <= stored <= accepted + args.connections * len(runs)
+    return rounds
+
+
 PROCESS_CPUS = "0-1"  # both cores: wrk (core 1) shares one with a server process
 
 
@@ -233,9 +283,13 @@ def run_plain(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=2, help="per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="floor/deskbell SQLite pairs")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of load not counted")
+    parser.add_argument(
+        "--single-seconds", type=int, default=8, help="each run of naive, PostgreSQL, 2 processes"
+    )
+    parser.add_argument("--rounds", type=int, default=21, help="floor/deskbell SQLite pairs")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install -y wrk")
@@ -244,23 +298,20 @@ async def main() -> None:
         script = tmp / "post.lua"
         script.write_text(LUA)
         env = {**os.environ, "NAIVE_DB": str(tmp / "naive.db")}
-        rounds = []
-        for number in range(args.rounds):
-            floor = run_plain("floor_app:app", env, args, tmp, script)
-            url = f"sqlite+aiosqlite:///{tmp / f'bench-{number}.db'}"
-            sqlite = await run_deskbell(url, args, tmp, script)
-            rounds.append((sqlite["rps"] / floor["rps"], floor, sqlite))
+        url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+        rounds = await alternate_rounds(url, env, args, tmp, script)
         rounds.sort(key=lambda r: r[0])
         ratio, floor, sqlite = rounds[len(rounds) // 2]  # the median round
-        naive = run_plain("naive_app:app", env, args, tmp, script)
+        single = argparse.Namespace(**{**vars(args), "seconds": args.single_seconds})
+        naive = run_plain("naive_app:app", env, single, tmp, script)
         processes_2 = await run_deskbell_processes(
-            f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", args, tmp, script
+            f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", single, tmp, script
         )
         postgres = None
         pg = await fresh_postgres()
         if pg is not None:
             try:
-                postgres = await run_deskbell(pg[0], args, tmp, script)
+                postgres = await run_deskbell(pg[0], single, tmp, script)
             finally:
                 await drop_postgres(pg[1])
     print(orjson.dumps({
@@ -268,11 +319,17 @@ async def main() -> None:
         "cpus": os.cpu_count(),
         "connections": args.connections,
         "seconds": args.seconds,
+        "single_seconds": args.single_seconds,
         "rounds": args.rounds,
+        "warmup_seconds": args.warmup,
         "floor_rps": floor["rps"],
         "deskbell_rps": sqlite["rps"],
         "ratio": round(ratio, 3),  # the median round's; all rounds in "ratios"
         "ratios": [round(r, 3) for r, _, _ in rounds],
+        # all rounds together: deskbell's requests over the floor's, in the same seconds
+        "ratio_overall": round(
+            sum(d["requests"] for _, _, d in rounds) / sum(f["requests"] for _, f, _ in rounds), 3
+        ),
         "all_rounds": [{"floor": f, "deskbell_sqlite": d} for _, f, d in rounds],
         "p50_ms": sqlite["p50_ms"],
         "p99_ms": sqlite["p99_ms"],
