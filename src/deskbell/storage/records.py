@@ -20,8 +20,8 @@ def new_id() -> str:
 class RequestTrace(NamedTuple):
     """Where a request came from, stored with it so its deliveries' log lines and spans, run
     later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent.
-    A NamedTuple: built for every ingest request, where a frozen dataclass's __init__ costs
-    three times a NamedTuple's."""
+    A NamedTuple, not a frozen dataclass (whose __init__ costs three times as much): built for
+    every ingest request, and immutable and hashable, as the default of `Claimed` must be."""
 
     http_request_id: str | None = None
     traceparent: str | None = None
