@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,21 +134,27 @@ async def rows(url: str) -> int:
         await db.dispose()
 
 
-async def run_deskbell(
-    url: str, args: argparse.Namespace, tmp: Path, script: Path
-) -> dict[str, Any]:
-    port = free_port()
+def deskbell_env(base: Mapping[str, str], url: str, port: int, tmp: Path) -> dict[str, str]:
+    """`base` without DESKBELL_ settings, plus those of a deskbell on `url` and `port` that
+    routes the benchmark's topic to a console channel (whose lines go unprinted at warning)."""
     config = tmp / "bench.yaml"
     config.write_text(
         "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
+    return {
+        **{k: v for k, v in base.items() if not k.startswith("DESKBELL_")},
         "DESKBELL_DATABASE_URL": url,
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(port),
         "DESKBELL_LOG_LEVEL": "warning",
     }
+
+
+async def run_deskbell(
+    url: str, args: argparse.Namespace, tmp: Path, script: Path
+) -> dict[str, Any]:
+    port = free_port()
+    env = deskbell_env(os.environ, url, port, tmp)
     server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], env, tmp / "d.log")
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -171,17 +178,7 @@ async def alternate_rounds(
     floor_port, port = free_port(), free_port()
     floor_server = start([sys.executable, *UVICORN, "--app-dir", str(HERE), "--port",
                           str(floor_port), "floor_app:app"], env, tmp / "floor.log")  # fmt: skip
-    config = tmp / "bench.yaml"
-    config.write_text(
-        "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
-    )
-    server_env = {
-        **{k: v for k, v in env.items() if not k.startswith("DESKBELL_")},
-        "DESKBELL_DATABASE_URL": url,
-        "DESKBELL_CONFIG": str(config),
-        "DESKBELL_PORT": str(port),
-        "DESKBELL_LOG_LEVEL": "warning",
-    }
+    server_env = deskbell_env(env, url, port, tmp)
     server = start([sys.executable, "-m", "deskbell", "serve", "--no-workers"], server_env,
                    tmp / "d.log")  # fmt: skip
     rounds = []
@@ -232,18 +229,10 @@ async def run_deskbell_processes(
 ) -> dict[str, Any]:
     """`serve --no-workers --processes N`, checked like `run_deskbell`."""
     port = free_port()
-    config = tmp / "bench-processes.yaml"
-    config.write_text(
-        "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
-    )
     metrics = tmp / f"metrics-{port}"
     metrics.mkdir()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
-        "DESKBELL_DATABASE_URL": url,
-        "DESKBELL_CONFIG": str(config),
-        "DESKBELL_PORT": str(port),
-        "DESKBELL_LOG_LEVEL": "warning",
+        **deskbell_env(os.environ, url, port, tmp),
         # serve would make one itself; named here so the bench sees every process start
         "PROMETHEUS_MULTIPROC_DIR": str(metrics),
     }
