@@ -265,12 +265,20 @@ async def test_a_result_waiting_for_its_commit_keeps_its_lease(
     assert len(fake_slack.payloads) == 5
 
 
+def gated_pool(runtime: Runtime) -> tuple[Runtime, GatedStore, WorkerPool]:
+    """A pool of 16 slots on a `GatedStore` over the runtime's database."""
+    store = GatedStore(runtime.db)
+    return (
+        runtime,
+        store,
+        WorkerPool(store, runtime.channels, runtime.clock, concurrency=16, lease=LEASE),
+    )
+
+
 async def test_stop_commits_results_already_handed_over(
     make_runtime: Callable[..., Runtime], fake_slack: FakeSlack, database_url: str
 ) -> None:
-    runtime = make_runtime(slack_config(fake_slack), url=database_url)
-    store = GatedStore(runtime.db)
-    pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=16, lease=LEASE)
+    runtime, store, pool = gated_pool(make_runtime(slack_config(fake_slack), url=database_url))
     ids = await accept(runtime, 12)
     store.gate.clear()
     task = asyncio.create_task(pool.run())
@@ -293,9 +301,7 @@ async def test_stop_commits_results_already_handed_over(
 async def test_a_backlog_is_claimed_in_batches(
     make_runtime: Callable[..., Runtime], fake_slack: FakeSlack, database_url: str
 ) -> None:
-    runtime = make_runtime(slack_config(fake_slack), url=database_url)
-    store = GatedStore(runtime.db)
-    pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=16, lease=LEASE)
+    runtime, store, pool = gated_pool(make_runtime(slack_config(fake_slack), url=database_url))
     ids = await accept(runtime, 200)
     task = asyncio.create_task(pool.run())
     try:
@@ -320,9 +326,7 @@ async def test_deliveries_claimed_while_stopping_are_given_back_unsent(
     """`stop` waits for the attempts it knows of; a claim still running then returns its
     deliveries after that. They must go back to the queue, not be sent by a pool that has
     stopped (whose results nobody would commit)."""
-    runtime = make_runtime(slack_config(fake_slack), url=database_url)
-    store = GatedStore(runtime.db)
-    pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=16, lease=LEASE)
+    runtime, store, pool = gated_pool(make_runtime(slack_config(fake_slack), url=database_url))
     ids = await accept(runtime, 3)
     store.claim_gate.clear()
     task = asyncio.create_task(pool.run())
