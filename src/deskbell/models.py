@@ -32,10 +32,26 @@ MAX_METADATA_KEYS = 50
 _BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
+def canonical_language(tag: str) -> str:
+    """A BCP 47 tag in its canonical casing (RFC 5646 2.1.1): language lower case, a 4-letter
+    script title case, a 2-letter region upper case, everything else lower case. Tags are
+    case-insensitive, so routing compares the canonical forms (`EN-gb` is `en-GB`)."""
+    parts = tag.split("-")
+    out = [parts[0].lower()]
+    for part in parts[1:]:
+        if len(part) == 4 and part.isalpha():
+            out.append(part.title())
+        elif len(part) == 2 and part.isalpha():
+            out.append(part.upper())
+        else:
+            out.append(part.lower())
+    return "-".join(out)
+
+
 def _bcp47(value: str) -> str:
     if not _BCP47.match(value):
         raise ValueError("must be a BCP 47 language tag such as 'es' or 'en-GB'")
-    return value
+    return canonical_language(value)
 
 
 def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
