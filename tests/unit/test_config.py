@@ -79,3 +79,21 @@ def test_env_values_cannot_add_yaml_structure() -> None:
         env={"URL": "https://hooks.slack.com/x}\nroutes: [oops]"},
     )
     assert config.routes == []
+
+
+def test_route_values_are_stored_and_shown_as_ingest_stores_them() -> None:
+    """`config check` prints what routing compares: `EN` is `en`, ` Sales ` is `sales`."""
+    config = parse_config(
+        "channels: {c: {type: console}}\n"
+        "routes:\n"
+        "  - {match: {topic: ' Sales ', language: [EN-gb, PT]}, to: [c]}\n"
+        "  - {match: {language: {regex: '^EN'}, metadata.vip: true}, to: [c]}\n",
+        build_registry(),
+        env={},
+    )
+    assert config.routes[0].match == {"topic": "sales", "language": ["en-GB", "pt"]}
+    assert config.routes[1].match["metadata.vip"] is True  # metadata values stay as written
+    assert [row[0] for row in routing_table(config)][:2] == [
+        "topic=sales, language=[en-GB, pt]",
+        "language=/^EN/, metadata.vip=True",
+    ]

@@ -134,3 +134,55 @@ def test_the_topic_index_routes_as_every_route_in_order_would(
     assert [t.channel for t in router.targets(request)] == expected
     assert all(route.matches(request) == all(m.matches(request) for m in route.matchers)
                for route in router.routes)  # fmt: skip
+
+
+# Exact values in a route are put in the form ingest stores, so case and spelling variants of
+# the same value match: BCP 47 tags are case-insensitive (`EN` is `en`), topics lower-case,
+# e-mail domains and URLs normalised. Regex matchers search the stored value as written.
+CANONICAL = """
+channels:
+  english: {type: console}
+  british: {type: console}
+  latin: {type: console}
+  bob: {type: console}
+  chat: {type: console}
+  chinese: {type: console}
+  other: {type: console}
+routes:
+  - match: {language: EN-gb}
+    to: [british]
+  - match: {language: EN}
+    to: [english]
+  - match: {language: [PT-br, ES-419]}
+    to: [latin]
+  - match: {language: {regex: "^zh-Hant"}}
+    to: [chinese]
+  - match: {topic: " Sales ", customer.email: Bob@Example.COM}
+    to: [bob]
+  - match: {conversation_url: "https://Chat.Example.com"}
+    to: [chat]
+default: [other]
+"""
+
+CANONICAL_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"language": "en"}, ["english"]),
+    ({"language": "EN"}, ["english"]),
+    ({"language": "en-GB"}, ["british"]),
+    ({"language": "en-gb"}, ["british"]),
+    ({"language": "pt-BR"}, ["latin"]),
+    ({"language": "es-419"}, ["latin"]),
+    ({"language": "es"}, ["other"]),
+    ({"language": "ZH-HANT-TW"}, ["chinese"]),  # stored zh-Hant-TW: the regex sees that
+    ({"topic": "sales", "customer": {"email": "Bob@example.com"}}, ["bob"]),
+    ({"topic": "SALES", "customer": {"email": "Bob@EXAMPLE.com"}}, ["bob"]),
+    ({"topic": "sales", "customer": {"email": "bob@example.com"}}, ["other"]),  # local part kept
+    ({"conversation_url": "https://chat.example.com/"}, ["chat"]),
+    ({"conversation_url": "https://CHAT.example.com"}, ["chat"]),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), CANONICAL_CASES)
+def test_route_values_compare_in_stored_form(fields: dict[str, Any], expected: list[str]) -> None:
+    router = build_router(parse_config(CANONICAL, build_registry(), env={}))
+    request = AssistanceRequestIn.model_validate({"topic": "t", "description": "help", **fields})
+    assert [t.channel for t in router.targets(request)] == expected

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from deskbell.channels.base import ChannelSettings, ChannelType
+from deskbell.config.matchers import check_routes
 from deskbell.config.schema import DeskbellConfig, MatchSpec, RawConfig, RegexSpec
 from deskbell.errors import ConfigError
 from deskbell.routing.router import Route, Router
@@ -96,8 +97,11 @@ def parse_config(
         name: _channel(name, block, registry, base_dir) for name, block in raw.channels.items()
     }
     _cross_check(raw, channels)
+    routes, problems = check_routes(raw.routes)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return DeskbellConfig(
-        channels=channels, routes=raw.routes, default=raw.default, sources=raw.sources
+        channels=channels, routes=routes, default=raw.default, sources=raw.sources
     )
 
 
@@ -152,14 +156,15 @@ def _cross_check(raw: RawConfig, channels: Mapping[str, ChannelSettings]) -> Non
 
 
 def _matcher(path: str, spec: MatchSpec) -> Matcher:
-    normalise = str.lower if path == "topic" else str
+    """Exact values are already in stored form (`parse_config` canonicalised them), so they
+    compare as they are."""
     if isinstance(spec, RegexSpec):
         return Regex(path, re.compile(spec.regex))
     if isinstance(spec, list):
-        return OneOf(path, frozenset(normalise(v) for v in spec))
+        return OneOf(path, frozenset(spec))
     if isinstance(spec, bool):
         return Equals(path, "true" if spec else "false")
-    return Equals(path, normalise(str(spec)))
+    return Equals(path, str(spec))
 
 
 def build_router(config: DeskbellConfig) -> Router:

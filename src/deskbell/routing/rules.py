@@ -30,7 +30,8 @@ class Matcher(Protocol):
 
 @dataclass(frozen=True)
 class Equals:
-    """`topic: sales`. Topics are stored lower-case, so the expected value is too."""
+    """`topic: sales`. The value is in stored form (config load canonicalises it: topics
+    lower-case, language tags `en-GB`), so comparing text is enough."""
 
     path: str
     value: str
@@ -52,7 +53,11 @@ class OneOf:
 
 @dataclass(frozen=True)
 class Regex:
-    """`topic: {regex: "^billing-"}`; searched, so anchor it when you mean the whole value."""
+    """`topic: {regex: "^billing-"}`; searched, so anchor it when you mean the whole value.
+
+    Kept as written and searched in the stored value: topics are lower-case and language tags
+    canonical (`en-GB`, `zh-Hant-TW`), so `^EN` never matches; `(?i)` makes a regex ignore case.
+    """
 
     path: str
     pattern: re.Pattern[str]
