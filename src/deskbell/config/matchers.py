@@ -12,6 +12,7 @@ run through that field's own validator, so the config compares what ingest store
 from __future__ import annotations
 
 from difflib import get_close_matches
+from functools import cache
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -38,6 +39,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+@cache  # built on first use: the validators cost ~10 ms, and only config loading needs them
 def _request_paths() -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
     """Fixed paths (`topic`, `customer.email`) with their validator, and the fields whose keys
     are free (`metadata`: any key)."""
@@ -54,35 +56,33 @@ def _request_paths() -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
     return fixed, frozenset(free)
 
 
-FIXED_PATHS, FREE_PATHS = _request_paths()
-
-
 def path_problem(path: str) -> str | None:
     """Why no request can have a value at `path`, or None when one can."""
-    if path in FIXED_PATHS:
+    fixed, free_paths = _request_paths()
+    if path in fixed:
         return None
     head, _, key = path.partition(".")
-    if head in FREE_PATHS and key and "." not in key and len(key) <= MAX_KEY_CHARS:
+    if head in free_paths and key and "." not in key and len(key) <= MAX_KEY_CHARS:
         return None
-    parts = [p for p in FIXED_PATHS if p.startswith(f"{path}.")]
+    parts = [p for p in fixed if p.startswith(f"{path}.")]
     if parts:
         return f"{path} is matched one field at a time: {', '.join(parts)}"
-    if head in FREE_PATHS:
+    if head in free_paths:
         return (
             f"{head} is matched one key at a time: {head}.<key>, the key 1..{MAX_KEY_CHARS} "
             "characters without '.'"
         )
-    candidates = [*FIXED_PATHS, *(f"{free}.{key}" for free in FREE_PATHS if key)]
+    candidates = [*fixed, *(f"{free}.{key}" for free in free_paths if key)]
     close = get_close_matches(path, candidates, n=1)
     if close:
         return f"no request has this field; did you mean {close[0]!r}?"
-    known = ", ".join([*FIXED_PATHS, *(f"{free}.<key>" for free in sorted(FREE_PATHS))])
+    known = ", ".join([*fixed, *(f"{free}.<key>" for free in sorted(free_paths))])
     return f"no request has this field (fields: {known})"
 
 
 def _canonical(path: str, value: str | int | bool) -> str | int | bool:
     """`value` as ingest would store it at `path`; ValueError when ingest would refuse it."""
-    adapter = FIXED_PATHS.get(path)
+    adapter = _request_paths()[0].get(path)
     if adapter is None:
         return value  # a metadata value: string, number or boolean, compared as text
     if isinstance(value, bool):
