@@ -42,6 +42,8 @@ _OUTCOME_OF_STATUS = {
 }
 ATTEMPT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+WORKER_OPERATIONS = ("claim", "lease_renew", "release", "listen")
+BREAKER_CHANGES = ("opened", "reopened", "closed")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 Backlog = Mapping[str, tuple[int, datetime]]
@@ -90,6 +92,27 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.breaker_changes = Counter(
+            "deskbell_channel_breaker_changes",
+            "Circuit breaker changes: opened (after consecutive failures), reopened (a failed "
+            "probe), closed.",
+            ["channel", "change"],
+            registry=r,
+        )
+        self.short_circuits = Counter(
+            "deskbell_delivery_short_circuits",
+            "Attempts failed fast, not sent, because the channel's breaker was open; each "
+            "counts against the delivery's retry policy like a transient failure.",
+            ["channel"],
+            registry=r,
+        )
+        self.worker_errors = Counter(
+            "deskbell_worker_errors",
+            "Failed tries of a worker's background operations (claim, lease_renew, release, "
+            "listen); only the first of a streak is logged.",
+            ["operation"],
+            registry=r,
+        )
         self.http_seconds = Histogram(
             "deskbell_http_request_duration_seconds",
             "HTTP requests by method, route template and status code.",
@@ -105,6 +128,11 @@ class Metrics:
                 self.deliveries.labels(channel, outcome)
             self.attempt_seconds.labels(channel)
             self.latency_seconds.labels(channel)
+            self.short_circuits.labels(channel)
+            for change in BREAKER_CHANGES:
+                self.breaker_changes.labels(channel, change)
+        for operation in WORKER_OPERATIONS:
+            self.worker_errors.labels(operation)
 
     def tally(self, method: str, route: str) -> RouteTally:
         """A hot route's bulk counting (metrics_tally.py), flushed by `flush` and `render`."""
@@ -135,6 +163,17 @@ class Metrics:
 
     def breaker(self, channel: str, is_open: bool) -> None:
         self.breaker_open.labels(channel).set(1 if is_open else 0)
+
+    def breaker_changed(self, channel: str, change: str) -> None:
+        """One of `BREAKER_CHANGES`."""
+        self.breaker_changes.labels(channel, change).inc()
+
+    def short_circuit(self, channel: str) -> None:
+        self.short_circuits.labels(channel).inc()
+
+    def worker_error(self, operation: str) -> None:
+        """One of `WORKER_OPERATIONS`."""
+        self.worker_errors.labels(operation).inc()
 
     def render(self, backlog: Backlog, now: datetime) -> bytes:
         """The text exposition: the instruments (this process's, or every process's in

@@ -1,7 +1,10 @@
 """PostgreSQL LISTEN: wakes a worker pool the moment another node commits due work.
 
 Polling stays as the fallback, so a lost listener connection only costs latency: the loop
-reconnects with a capped backoff until the pool stops.
+reconnects with a capped backoff until the pool stops. Each change is one log line:
+`listen_lost` when the connection goes, `listen_failed` for the first failed reconnect of a
+streak (the rest are counted, `deskbell_worker_errors_total{operation="listen"}`), and
+`listen_reconnected` once it listens again.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import structlog
 from sqlalchemy.engine import make_url
 
 from deskbell.aio import first_completed
+from deskbell.delivery.streaks import FailureStreaks
 from deskbell.storage.queue import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
+MAX_BACKOFF = 30.0
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
@@ -26,35 +31,58 @@ def asyncpg_dsn(sqlalchemy_url: str) -> str:
     )
 
 
-async def listen_for_due_work(url: str, wake: Callable[[], None], stopping: asyncio.Event) -> None:
-    backoff = 0.5
+async def listen_for_due_work(
+    url: str,
+    wake: Callable[[], None],
+    stopping: asyncio.Event,
+    *,
+    streaks: FailureStreaks | None = None,
+    first_backoff: float = 0.5,
+) -> None:
+    streaks = streaks or FailureStreaks()
+    backoff = first_backoff
+    interrupted = False  # listened before, or failed to: the next success is a reconnect
     while not stopping.is_set():
+        lost = asyncio.Event()
         try:
-            conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
+            conn = await _listening(url, wake, lost)
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            log.warning("listen_connect_failed", error=str(exc), retry_in=backoff)
+            streaks.failed("listen", exc, retry_in=backoff)
+            interrupted = True
         else:
-            backoff = 0.5
-            await _listen_until_lost(conn, wake, stopping)
+            backoff = first_backoff
+            if interrupted:
+                log.info("listen_reconnected")
+            streaks.succeeded("listen")
+            await _listen_until_lost(conn, wake, stopping, lost)
             if stopping.is_set():
                 return
+            interrupted = True
         await first_completed(stopping.wait(), asyncio.sleep(backoff))
-        backoff = min(backoff * 2, 30.0)
+        backoff = min(backoff * 2, MAX_BACKOFF)
 
 
-async def _listen_until_lost(conn: Any, wake: Callable[[], None], stopping: asyncio.Event) -> None:
-    lost = asyncio.Event()
-
-    def on_notify(*_: Any) -> None:
-        wake()
-
-    conn.add_termination_listener(lambda *_: lost.set())
+async def _listening(url: str, wake: Callable[[], None], lost: asyncio.Event) -> Any:
+    """A connection LISTENing for due work; `lost` is set when it closes."""
+    conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
-        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        conn.add_termination_listener(lambda *_: lost.set())
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+async def _listen_until_lost(
+    conn: Any, wake: Callable[[], None], stopping: asyncio.Event, lost: asyncio.Event
+) -> None:
+    try:
         wake()  # anything committed while we were not listening
-        await first_completed(stopping.wait(), lost.wait())
-    except (OSError, asyncpg.PostgresError) as exc:
-        log.warning("listen_failed", error=str(exc))
+        if not conn.is_closed():
+            await first_completed(stopping.wait(), lost.wait())
+        if not stopping.is_set():
+            log.warning("listen_lost", reason="connection closed")
     finally:
         if not conn.is_closed():
             await conn.close(timeout=5)

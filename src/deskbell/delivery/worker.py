@@ -1,10 +1,12 @@
 """The worker pool: claims due deliveries under a lease and runs each attempt as a task.
 
 One loop claims as many deliveries as it has free slots, never more of a channel than that
-channel's `max_concurrency` (minus what it already runs) and none of a channel whose breaker
-is open, so a hanging or failing channel cannot hold every slot. It sleeps until the earliest
-retry is due, a poll interval passes, or it is woken: by `wake()` after an ingest in the same
-process, by a finished attempt, or by PostgreSQL NOTIFY from another node.
+channel's `max_concurrency` (minus what it already runs), so a hanging or failing channel
+cannot hold every slot. A channel whose breaker is open is still claimed, but its attempts
+fail fast unsent (`circuits.py`), so its deliveries go dead on their own retry policy's
+schedule. It sleeps until the earliest retry is due, a poll interval passes, or it is woken:
+by `wake()` after an ingest in the same process, by a finished attempt, or by PostgreSQL
+NOTIFY from another node.
 
 An attempt's slot frees up as soon as its send is over; the attempt itself lasts until its
 result is committed, which the pool's `AttemptRecorder` does for all the results that
@@ -13,7 +15,10 @@ free up (or waits `GATHER_SECONDS`) before claiming again, so claims come in bat
 
 A heartbeat renews the leases of all attempts, sending or waiting for their commit, so a send
 may take longer than the lease; a killed process stops renewing and its deliveries are
-reclaimed when the lease expires.
+reclaimed when the lease expires. It reports a lease as lost only for an attempt still
+sending: one whose result was handed to the recorder meanwhile was given up by our own commit.
+
+A failing claim or renewal is logged once per streak (`streaks.py`), not once per try.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 import uuid_utils
@@ -31,12 +36,13 @@ import uuid_utils
 from deskbell.aio import first_completed
 from deskbell.channels.base import Channel, ChannelSettings, SendResult
 from deskbell.clock import Clock
-from deskbell.delivery.breaker import Breaker, BreakerState
+from deskbell.delivery.circuits import Circuits
 from deskbell.delivery.dispatch import dispatch
 from deskbell.delivery.notify import listen_for_due_work
 from deskbell.delivery.recorder import AttemptRecorder
+from deskbell.delivery.streaks import FailureStreaks, describe
 from deskbell.metrics import Metrics
-from deskbell.models import Outcome
+from deskbell.storage.records import AttemptResult
 from deskbell.storage.store import Claimed, Store
 from deskbell.tracing import Tracing
 
@@ -81,7 +87,10 @@ class WorkerPool:
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
         self._running: Counter[str] = Counter()  # sends under way, per channel
         self._sending = 0
-        self._breakers: dict[str, Breaker] = {}
+        self._unrecorded: set[str] = set()  # deliveries whose result is not handed over yet
+        self._handover = _Handover(self.recorder, self._unrecorded)
+        self.circuits = Circuits(metrics)
+        self.streaks = FailureStreaks(metrics.worker_error if metrics is not None else None)
         self.metrics = metrics
         self.tracing = tracing
 
@@ -99,7 +108,9 @@ class WorkerPool:
         if self.store.db.writer.dialect.name == "postgresql":
             helpers.append(
                 asyncio.create_task(
-                    listen_for_due_work(self.store.db.url, self.wake, self._stopping),
+                    listen_for_due_work(
+                        self.store.db.url, self.wake, self._stopping, streaks=self.streaks
+                    ),
                     name="deskbell-listen",
                 )
             )
@@ -130,10 +141,12 @@ class WorkerPool:
                     self.clock.now(),
                     lease=self.lease,
                     limit=free,
-                    room=self._room(self.clock.now()),
+                    room=self.circuits.room(self.channels(), self._running, self.clock.now()),
                 )
-            except Exception:
-                log.exception("claim_failed")
+            except Exception as exc:
+                self.streaks.failed("claim", exc)
+            else:
+                self.streaks.succeeded("claim")
             if self._stopping.is_set():
                 # `stop` has waited for the attempts it knew of; these were claimed meanwhile
                 # and go back to the queue rather than out from a pool that has stopped.
@@ -151,8 +164,11 @@ class WorkerPool:
         that fails, their leases expire and another worker takes them. How many went back."""
         try:
             return await self.store.release_many(claimed, self.clock.now()) if claimed else 0
-        except Exception:
-            log.exception("release_failed", deliveries=len(claimed))
+        except Exception as exc:
+            if self.metrics is not None:
+                self.metrics.worker_error("release")
+            log.warning("release_failed", deliveries=len(claimed), error=describe(exc))
+            log.debug("release_failed_traceback", exc_info=exc)
             return 0
 
     async def _gather_slots(self) -> None:
@@ -180,21 +196,15 @@ class WorkerPool:
         again waiting for their commit (should the database fall behind)."""
         return min(self.concurrency - self._sending, 2 * self.concurrency - len(self._inflight))
 
-    def _room(self, now: datetime) -> dict[str, int]:
-        room = {}
-        for name, (_, settings) in self.channels().items():
-            if name not in self._breakers and self.metrics is not None:
-                self.metrics.breaker(name, False)  # the series exists from the start
-            breaker = self._breakers.setdefault(name, Breaker(settings.breaker))
-            room[name] = breaker.allowance(now, settings.max_concurrency, self._running[name])
-        return room
-
     def _start(self, claimed: Claimed) -> None:
         """Run one attempt as a task. Its slot (and its channel's) frees up when the send is
         over; the task, and with it the lease renewal, lasts until the result is committed."""
         channel = claimed.delivery.channel
+        stand_in = self.circuits.stand_in(channel, self.clock.now())
+        probe = stand_in is None and self.circuits.is_probe(channel)
         self._running[channel] += 1
         self._sending += 1
+        self._unrecorded.add(claimed.delivery.id)
         sending = True
 
         def sent(result: SendResult | None) -> None:
@@ -205,25 +215,39 @@ class WorkerPool:
             self._running[channel] -= 1
             self._sending -= 1
             self._wake.set()  # a slot is free
+            if stand_in is not None:
+                return  # failed fast: the breaker hears only of real sends
             if result is not None:
-                self._feed_breaker(channel, result)
+                self.circuits.feed(channel, result, self.clock.now())
+            elif probe:
+                self.circuits.abandoned(channel)
 
-        task = asyncio.create_task(self._attempt(claimed, sent))
+        channels = self.channels()
+        entry = channels.get(channel)
+        if stand_in is not None and entry is not None:
+            channels = {**channels, channel: (stand_in, entry[1])}
+        task = asyncio.create_task(self._attempt(claimed, channels, sent))
         self._inflight[task] = claimed
 
         def done(finished: asyncio.Task[None]) -> None:
             self._inflight.pop(finished, None)
+            self._unrecorded.discard(claimed.delivery.id)
             sent(None)  # cancelled or crashed before its send was over
             self._wake.set()
 
         task.add_done_callback(done)
 
-    async def _attempt(self, claimed: Claimed, sent: Callable[[SendResult], None]) -> None:
+    async def _attempt(
+        self,
+        claimed: Claimed,
+        channels: Mapping[str, tuple[Channel, ChannelSettings]],
+        sent: Callable[[SendResult], None],
+    ) -> None:
         try:
             await dispatch(
                 claimed,
-                self.channels(),
-                self.recorder,
+                channels,
+                self._handover,
                 self.clock,
                 metrics=self.metrics,
                 tracing=self.tracing,
@@ -231,24 +255,6 @@ class WorkerPool:
             )
         except Exception:
             log.exception("attempt_failed", delivery_id=claimed.delivery.id)
-
-    def _feed_breaker(self, channel: str, result: SendResult) -> None:
-        breaker = self._breakers.get(channel)
-        if breaker is None:
-            return
-        changed = breaker.record(
-            transient_failure=result.outcome is Outcome.TRANSIENT, now=self.clock.now()
-        )
-        if changed is not None:
-            if self.metrics is not None:
-                # Open until a probe closes it: half-open counts as open.
-                self.metrics.breaker(channel, changed is not BreakerState.CLOSED)
-            log.warning(
-                f"breaker_{'closed' if changed is BreakerState.CLOSED else 'opened'}",
-                channel=channel,
-                state=changed.value,
-                open_until=breaker.open_until.isoformat() if breaker.open_until else None,
-            )
 
     async def _heartbeat(self) -> None:
         interval = self.lease.total_seconds() / 3
@@ -259,11 +265,15 @@ class WorkerPool:
                 continue
             try:
                 kept = await self.store.renew(self.owner, held, self.clock.now(), lease=self.lease)
-            except Exception:
-                log.exception("lease_renew_failed")
+            except Exception as exc:
+                self.streaks.failed("lease_renew", exc)
                 continue
+            self.streaks.succeeded("lease_renew")
+            # Not renewed because our own commit settled it meanwhile is no loss: only an
+            # attempt that has still not handed its result over lost its lease.
             for lost in set(held) - kept:
-                log.warning("lease_lost", delivery_id=lost)
+                if lost in self._unrecorded:
+                    log.warning("lease_lost", delivery_id=lost)
 
     async def _idle(self) -> None:
         now = self.clock.now()
@@ -274,9 +284,8 @@ class WorkerPool:
             due = None
         if due is not None:
             timeout = min(timeout, (due - now).total_seconds())
-        for breaker in self._breakers.values():
-            if breaker.open_until is not None and breaker.state is BreakerState.OPEN:
-                timeout = min(timeout, (breaker.open_until - now).total_seconds())
+        for reopens in self.circuits.reopens_at():
+            timeout = min(timeout, (reopens - now).total_seconds())
         # A due delivery we may not claim yet (its channel is full) must not make us spin.
         await first_completed(
             self._wake.wait(), self._stopping.wait(), timeout=max(MIN_IDLE_SECONDS, timeout)
@@ -307,3 +316,16 @@ class WorkerPool:
         finally:
             self._stopped.set()  # `run` may end: its heartbeat is no longer needed
         log.info("worker_stopped", owner=self.owner, released=released)
+
+
+class _Handover:
+    """The recorder as dispatch's result sink, noting each attempt that hands its result over:
+    from then on a lease the heartbeat cannot renew was settled by our commit, not lost."""
+
+    def __init__(self, recorder: AttemptRecorder, unrecorded: set[str]) -> None:
+        self.recorder = recorder
+        self.unrecorded = unrecorded
+
+    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool:
+        self.unrecorded.discard(claimed.delivery.id)
+        return await self.recorder.record_attempt(claimed, result)
