@@ -17,13 +17,15 @@ be read after it returns.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import structlog
 
@@ -48,6 +50,43 @@ ACCESS_LOG = False
 
 class ServerProcessFailed(DeskbellError):
     """A server process of `serve --processes N` exited before it could serve."""
+
+
+class ServerStartFailed(DeskbellError):
+    """uvicorn stopped before serving (its lifespan startup failed)."""
+
+
+class CannotListen(DeskbellError):
+    """The host and port cannot be bound: in use, not an address of this machine, or denied."""
+
+
+@contextmanager
+def listening(settings: Settings) -> Iterator[socket.socket]:
+    """The server's listening socket, bound here rather than by uvicorn: uvicorn logs a bind
+    failure and calls sys.exit(1), while this names the setting to change. Inheritable, so the
+    children of `--processes N` accept on it."""
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"port {port} on {host} is in use - stop the process listening there or "
+                "choose another port with --port or DESKBELL_PORT"
+            ) from None
+        raise CannotListen(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}) - choose another address "
+            "with --host or DESKBELL_HOST, or another port with --port or DESKBELL_PORT"
+        ) from None
+    sock.set_inheritable(True)
+    try:
+        yield sock
+    finally:
+        sock.close()
 
 
 async def migrate(settings: Settings) -> None:
@@ -83,6 +122,7 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
     import uvicorn
 
     from deskbell.api.app import create_app
+    from deskbell.api.head_limit import HeadLimitedProtocol
     from deskbell.wiring import build_runtime
 
     asyncio.run(migrate(settings))
@@ -93,26 +133,34 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
     # exit 0 tells a supervisor the stop was clean.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(
-        api,
-        host=settings.host,
-        port=settings.port,
-        workers=1,  # explicit, so a WEB_CONCURRENCY in the environment cannot change it
-        log_config=None,
-        access_log=ACCESS_LOG,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    server = uvicorn.Server(
+        uvicorn.Config(
+            api,
+            host=settings.host,
+            port=settings.port,
+            http=HeadLimitedProtocol,
+            workers=1,  # explicit, so a WEB_CONCURRENCY in the environment cannot change it
+            log_config=None,
+            access_log=ACCESS_LOG,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
     )
+    with listening(settings) as sock, suppress(KeyboardInterrupt):  # SIGINT: a clean stop
+        server.run(sockets=[sock])
+    if not server.started:
+        raise ServerStartFailed("the server could not start; its error is logged above")
 
 
 def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -> None:
     """`settings.processes` server processes on one socket; returns once they all stopped.
 
-    Raises DeskbellError (config, bind rule, a child that could not start) and OSError
-    (database, socket)."""
+    Raises DeskbellError (config, bind rule, socket, a child that could not start) and the
+    database's errors."""
     from uvicorn import Config
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    from deskbell.api.head_limit import HeadLimitedProtocol
     from deskbell.channels import build_registry
     from deskbell.wiring import read_config
 
@@ -128,6 +176,7 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
         factory=True,
         host=settings.host,
         port=settings.port,
+        http=HeadLimitedProtocol,
         workers=settings.processes,
         log_config=None,
         access_log=ACCESS_LOG,
@@ -137,14 +186,10 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
         # (its in-flight requests would be cut). A dead child is still replaced at once.
         timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
     )
-    with _shared_metrics_dir():
-        socket = server.bind_socket()
+    with _shared_metrics_dir(), listening(settings) as sock:
         log.info("serving", processes=settings.processes, workers=with_workers)
-        supervisor = Multiprocess(server, sockets=[socket])
-        try:
-            supervisor.run()
-        finally:
-            socket.close()
+        supervisor = Multiprocess(server, sockets=[sock])
+        supervisor.run()
     failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
     if failed:
         raise ServerProcessFailed(
