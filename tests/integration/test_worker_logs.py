@@ -21,7 +21,6 @@ from typing import Any
 import asyncpg
 import pytest
 import sqlalchemy as sa
-import structlog
 from structlog.testing import capture_logs
 
 from deskbell.delivery.notify import asyncpg_dsn, listen_for_due_work
