@@ -168,8 +168,13 @@ class Metrics:
         """One of `BREAKER_CHANGES`."""
         self.breaker_changes.labels(channel, change).inc()
 
-    def short_circuit(self, channel: str) -> None:
+    def short_circuit(self, channel: str, status: DeliveryStatus) -> None:
+        """An attempt failed fast (breaker open), recorded with `status`: counted as what it
+        led to, but not in the attempt duration histogram, which is about real sends."""
         self.short_circuits.labels(channel).inc()
+        outcome = _OUTCOME_OF_STATUS.get(status)
+        if outcome is not None:
+            self.deliveries.labels(channel, outcome).inc()
 
     def worker_error(self, operation: str) -> None:
         """One of `WORKER_OPERATIONS`."""

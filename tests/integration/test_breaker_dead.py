@@ -119,6 +119,11 @@ async def test_open_breaker_deliveries_go_dead_on_their_policy_and_fall_back(
         "deskbell_delivery_short_circuits_total", {"channel": "sales-slack"}
     )
     assert short == len(failed_fast)
+    slack = {"channel": "sales-slack"}
+    dead = metrics.get_sample_value("deskbell_deliveries_total", {**slack, "outcome": "dead"})
+    assert dead == N
+    sends = metrics.get_sample_value("deskbell_delivery_attempt_seconds_count", slack)
+    assert sends == len(fake_slack.requests)  # the duration histogram is about real sends
     # The breaker's line is not any one request's: no leaked http_request_id.
     assert "http_request_id" not in opened
     attempts = events(logs, "delivery_attempt")

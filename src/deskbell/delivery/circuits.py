@@ -77,8 +77,6 @@ class Circuits:
         breaker = self._breakers.get(channel)
         if breaker is None or breaker.admit(now):
             return None
-        if self.metrics is not None:
-            self.metrics.short_circuit(channel)
         if breaker.state is BreakerState.HALF_OPEN:
             return CircuitOpen(channel, "circuit half-open, a probe is under way (not sent)")
         until = f" until {breaker.open_until.isoformat()}" if breaker.open_until else ""

@@ -128,3 +128,17 @@ def _fail(item: Item, exc: Exception) -> None:
     log.error("attempt_record_failed", delivery_id=claimed.delivery.id, error=str(exc))
     if not future.done():
         future.set_exception(exc)
+
+
+class Handover:
+    """The recorder as dispatch's result sink, striking each attempt from `unrecorded` as it
+    hands its result over: from then on, a lease the worker's heartbeat finds gone was
+    settled by our own commit, not lost to another worker."""
+
+    def __init__(self, recorder: AttemptRecorder, unrecorded: set[str]) -> None:
+        self.recorder = recorder
+        self.unrecorded = unrecorded
+
+    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool:
+        self.unrecorded.discard(claimed.delivery.id)
+        return await self.recorder.record_attempt(claimed, result)

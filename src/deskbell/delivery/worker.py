@@ -39,10 +39,9 @@ from deskbell.clock import Clock
 from deskbell.delivery.circuits import Circuits
 from deskbell.delivery.dispatch import dispatch
 from deskbell.delivery.notify import listen_for_due_work
-from deskbell.delivery.recorder import AttemptRecorder
+from deskbell.delivery.recorder import AttemptRecorder, Handover
 from deskbell.delivery.streaks import FailureStreaks, describe
 from deskbell.metrics import Metrics
-from deskbell.storage.records import AttemptResult
 from deskbell.storage.store import Claimed, Store
 from deskbell.tracing import Tracing
 
@@ -88,7 +87,7 @@ class WorkerPool:
         self._running: Counter[str] = Counter()  # sends under way, per channel
         self._sending = 0
         self._unrecorded: set[str] = set()  # deliveries whose result is not handed over yet
-        self._handover = _Handover(self.recorder, self._unrecorded)
+        self._handover = Handover(self.recorder, self._unrecorded)
         self.circuits = Circuits(metrics)
         self.streaks = FailureStreaks(metrics.worker_error if metrics is not None else None)
         self.metrics = metrics
@@ -226,7 +225,7 @@ class WorkerPool:
         entry = channels.get(channel)
         if stand_in is not None and entry is not None:
             channels = {**channels, channel: (stand_in, entry[1])}
-        task = asyncio.create_task(self._attempt(claimed, channels, sent))
+        task = asyncio.create_task(self._attempt(claimed, channels, sent, stand_in is not None))
         self._inflight[task] = claimed
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -242,17 +241,20 @@ class WorkerPool:
         claimed: Claimed,
         channels: Mapping[str, tuple[Channel, ChannelSettings]],
         sent: Callable[[SendResult], None],
+        failing_fast: bool,
     ) -> None:
         try:
-            await dispatch(
+            recorded = await dispatch(
                 claimed,
                 channels,
                 self._handover,
                 self.clock,
-                metrics=self.metrics,
+                metrics=None if failing_fast else self.metrics,
                 tracing=self.tracing,
                 on_sent=sent,
             )
+            if failing_fast and recorded is not None and self.metrics is not None:
+                self.metrics.short_circuit(claimed.delivery.channel, recorded.status)
         except Exception:
             log.exception("attempt_failed", delivery_id=claimed.delivery.id)
 
@@ -316,16 +318,3 @@ class WorkerPool:
         finally:
             self._stopped.set()  # `run` may end: its heartbeat is no longer needed
         log.info("worker_stopped", owner=self.owner, released=released)
-
-
-class _Handover:
-    """The recorder as dispatch's result sink, noting each attempt that hands its result over:
-    from then on a lease the heartbeat cannot renew was settled by our commit, not lost."""
-
-    def __init__(self, recorder: AttemptRecorder, unrecorded: set[str]) -> None:
-        self.recorder = recorder
-        self.unrecorded = unrecorded
-
-    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool:
-        self.unrecorded.discard(claimed.delivery.id)
-        return await self.recorder.record_attempt(claimed, result)
