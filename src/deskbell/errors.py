@@ -35,3 +35,10 @@ class NotFound(DeskbellError):
 
 class InvalidState(DeskbellError):
     """An operation does not apply to a record in its current state."""
+
+
+class UnsendableMessage(DeskbellError):
+    """This message cannot be rendered, encoded or carried by a channel (a value the peer's
+    format cannot hold, an address the server cannot take). Sending it again cannot help, so
+    its delivery goes `dead` with this reason; the channel itself is fine (its breaker is not
+    fed)."""

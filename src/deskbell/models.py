@@ -79,7 +79,26 @@ Description = Annotated[
 ]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | float | bool
+# I-JSON (RFC 7493 2.2): integers beyond +-(2**53 - 1) are not read exactly by every JSON
+# peer (JavaScript, many JSON libraries and orjson past 64 bits), so no channel could carry one.
+IJSON_MAX_INT = 2**53 - 1
+
+
+def _ijson_int(value: object) -> object:
+    """Refuse an integer no JSON peer is sure to read back exactly (before the union could
+    quietly turn it into a float); booleans, which are ints to Python, pass."""
+    if type(value) is int and not -IJSON_MAX_INT <= value <= IJSON_MAX_INT:
+        raise ValueError(
+            "integers must be within +-(2**53 - 1) (I-JSON, RFC 7493) so every JSON reader "
+            "gets them exactly; send a large id as a string"
+        )
+    return value
+
+
+MetadataValue = Annotated[
+    Annotated[str, StringConstraints(max_length=1024)] | int | float | bool,
+    BeforeValidator(_ijson_int),
+]
 
 
 class Customer(BaseModel):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import socket
 from collections.abc import Iterator
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
@@ -333,3 +335,97 @@ async def test_subject_template_is_rendered_on_one_line(
 def test_cc_and_bcc_are_validated(key: str) -> None:
     with pytest.raises(ValidationError, match=key):
         settings_for("smtp://localhost", **{key: ["not-an-address"]})
+
+
+# Non-ASCII addresses (issue 14): a customer's `josé@example.com` or `ana@exämple.com` passed
+# ingest, then every attempt raised UnicodeEncodeError, was retried as transient and opened
+# the channel's breaker. Each is now sent, or refused once as permanent, naming why.
+
+
+def utf8_parsed(raw: bytes) -> EmailMessage:
+    """The headers of an RFC 6532 message, parsed as UTF-8 (the bytes parser reads them as
+    ASCII with surrogate escapes); read its 8bit body parts from `ReceivedMail.message`."""
+    text = raw.decode("utf-8").replace("\r\n", "\n")
+    return cast("EmailMessage", email.message_from_string(text, policy=email.policy.default))
+
+
+def headers_of(raw: bytes) -> bytes:
+    return raw.split(b"\r\n\r\n", 1)[0]
+
+
+def customer(email_address: str) -> dict[str, Any]:
+    return {
+        "topic": "sales",
+        "description": "Hola",
+        "customer": {"name": "José Núñez", "email": email_address},
+    }
+
+
+@pytest.mark.parametrize("smtputf8", [False, True], ids=["plain", "smtputf8"])
+async def test_a_non_ascii_customer_domain_goes_as_idna(
+    ctx: ChannelContext, smtputf8: bool
+) -> None:
+    with FakeSMTP(smtputf8=smtputf8) as smtp:
+        result = await channel(smtp.url, ctx).send(make_message(customer("ana@exämple.com")))
+
+        assert result.outcome is Outcome.SENT
+        [mail] = smtp.messages
+    [reply_to] = mail.message["Reply-To"].addresses
+    assert reply_to.addr_spec == "ana@xn--exmple-cua.com"  # ASCII: no hop needs SMTPUTF8
+    assert reply_to.display_name == "José Núñez"
+    assert headers_of(mail.raw).isascii()  # the name as an RFC 2047 encoded word
+
+
+async def test_a_non_ascii_local_part_is_sent_as_utf8_when_the_server_offers_smtputf8(
+    ctx: ChannelContext,
+) -> None:
+    with FakeSMTP(smtputf8=True) as smtp:
+        result = await channel(smtp.url, ctx).send(make_message(customer("josé@example.com")))
+
+        assert result.outcome is Outcome.SENT
+        [mail] = smtp.messages
+    assert "Reply-To: José Núñez <josé@example.com>".encode() in mail.raw  # RFC 6532 UTF-8
+    received = utf8_parsed(mail.raw)
+    [reply_to] = received["Reply-To"].addresses
+    assert (reply_to.display_name, reply_to.addr_spec) == ("José Núñez", "josé@example.com")
+    assert "josé@example.com" in parts(mail.message)["text/plain"]  # an 8bit body part
+
+
+async def test_without_smtputf8_a_non_ascii_customer_local_part_leaves_out_reply_to(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    result = await channel(fake_smtp.url, ctx).send(make_message(customer("josé@example.com")))
+
+    assert result.outcome is Outcome.SENT
+    [mail] = fake_smtp.messages
+    assert mail.message["Reply-To"] is None  # cannot be written without SMTPUTF8
+    assert headers_of(mail.raw).isascii()
+    assert "josé@example.com" in parts(mail.message)["text/plain"]  # the staff still see it
+
+
+async def test_a_configured_non_ascii_recipient_needs_smtputf8(ctx: ChannelContext) -> None:
+    with FakeSMTP() as plain, FakeSMTP(smtputf8=True) as utf8:
+        refused = await channel(plain.url, ctx, to=["josé@example.com"]).send(make_message())
+        sent = await channel(utf8.url, ctx, to=["josé@exämple.com"]).send(make_message())
+
+        assert refused.outcome is Outcome.PERMANENT
+        assert refused.error is not None
+        assert "'josé@example.com'" in refused.error
+        assert "SMTPUTF8" in refused.error
+        assert plain.messages == []
+        assert sent.outcome is Outcome.SENT
+        [mail] = utf8.messages
+    assert mail.rcpt_tos == ["josé@exämple.com"]
+    assert [a.addr_spec for a in utf8_parsed(mail.raw)["To"].addresses] == ["josé@exämple.com"]
+
+
+async def test_a_configured_non_ascii_domain_goes_as_idna_in_envelope_and_header(
+    fake_smtp: FakeSMTP, ctx: ChannelContext
+) -> None:
+    sender = channel(fake_smtp.url, ctx, to=["Ventas <ventas@exämple.com>"])
+
+    assert (await sender.send(make_message())).outcome is Outcome.SENT
+
+    [mail] = fake_smtp.messages
+    assert mail.rcpt_tos == ["ventas@xn--exmple-cua.com"]
+    assert mail.message["To"] == "Ventas <ventas@xn--exmple-cua.com>"

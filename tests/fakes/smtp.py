@@ -11,7 +11,8 @@ free port, so the test's loop, a worker in it, or a separate deskbell process ca
         assert mail.message["Subject"].startswith("[deskbell]")
 
 API
-- `FakeSMTP(host="127.0.0.1", credentials=None)`; context manager, or `start()` / `stop()`.
+- `FakeSMTP(host="127.0.0.1", credentials=None, *, smtputf8=False)`; context manager, or
+  `start()` / `stop()`. `smtputf8=True` offers SMTPUTF8 (non-ASCII addresses).
   With `credentials=("user", "secret")` the server offers AUTH PLAIN/LOGIN without TLS and
   accepts only that pair (a wrong pair is answered `535`); without it, AUTH is not offered.
 - `host`, `port`, `url` (`smtp://host:port`, or `smtp://user:secret@host:port` with
@@ -90,8 +91,15 @@ class _Controller(Controller):
 
 
 class FakeSMTP:
-    def __init__(self, host: str = "127.0.0.1", credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        credentials: tuple[str, str] | None = None,
+        *,
+        smtputf8: bool = False,  # offer SMTPUTF8 (RFC 6531) in the EHLO answer
+    ) -> None:
         self.host = host
+        self.smtputf8 = smtputf8
         self.port = 0
         self.credentials = credentials
         self._lock = threading.Lock()
@@ -106,6 +114,7 @@ class FakeSMTP:
         kwargs: dict[str, Any] = {}
         if self.credentials is not None:
             kwargs = {"authenticator": self._authenticate, "auth_require_tls": False}
+        kwargs["enable_SMTPUTF8"] = self.smtputf8
         self._controller = _Controller(_Handler(self), hostname=self.host, port=0, **kwargs)
         self._controller.start()
         self.port = int(self._controller.port)

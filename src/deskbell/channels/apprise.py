@@ -29,9 +29,16 @@ import apprise
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from deskbell.channels import render as templates
-from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
+from deskbell.channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    ChannelType,
+    Message,
+    SendResult,
+    building,
+)
 from deskbell.channels.render import TemplateSpec
-from deskbell.errors import TemplateError
+from deskbell.errors import UnsendableMessage
 
 
 def _asset() -> apprise.AppriseAsset:
@@ -84,10 +91,11 @@ class AppriseChannel:
     async def send(self, message: Message) -> SendResult:
         settings = self._settings
         try:
-            title = templates.render("title", message, settings.TEMPLATES, settings.template)
-            body = templates.render("body", message, settings.TEMPLATES, settings.template)
-        except TemplateError as exc:
-            return SendResult.permanent(str(exc))
+            with building():
+                title = templates.render("title", message, settings.TEMPLATES, settings.template)
+                body = templates.render("body", message, settings.TEMPLATES, settings.template)
+        except UnsendableMessage as exc:
+            return SendResult.unsendable(exc)
         try:
             # Apprise stops itself at `timeout`; the outer bound covers a stuck thread.
             async with asyncio.timeout(settings.timeout + 1.0):

@@ -8,7 +8,8 @@ delivery worker decides what happens next (see delivery/dispatch.py).
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from deskbell.channels.render import TemplateOverride, TemplateSpec, compile_ove
 from deskbell.clock import Clock, SystemClock
 from deskbell.delivery.breaker import BreakerConfig
 from deskbell.delivery.policy import RetryConfig
-from deskbell.errors import TemplateError
+from deskbell.errors import TemplateError, UnsendableMessage
 from deskbell.models import AssistanceRequestIn, Outcome
 
 
@@ -56,6 +57,31 @@ class SendResult:
     @classmethod
     def permanent(cls, error: str) -> SendResult:
         return cls(Outcome.PERMANENT, error)
+
+    @classmethod
+    def unsendable(cls, exc: UnsendableMessage) -> SendResult:
+        """Permanent: the message, not the channel, is at fault (see `building`)."""
+        return cls(Outcome.PERMANENT, str(exc)[:500])
+
+
+@contextmanager
+def building() -> Iterator[None]:
+    """Wrap the step that turns a Message into what goes on the wire (render, encode,
+    serialise), before anything is sent.
+
+    That step depends only on the message and the channel's settings, so whatever it raises
+    will be raised again on every retry: it becomes `UnsendableMessage`, which a channel
+    reports as `SendResult.unsendable` (permanent, and so never held against the channel's
+    breaker). A channel does its I/O outside this block: only the I/O may be worth a retry.
+    """
+    try:
+        yield
+    except UnsendableMessage:
+        raise
+    except TemplateError as exc:  # already names the template, its origin and the line
+        raise UnsendableMessage(str(exc)) from exc
+    except Exception as exc:
+        raise UnsendableMessage(f"cannot render/encode: {type(exc).__name__}: {exc}") from exc
 
 
 class ChannelSettings(BaseModel):
@@ -113,7 +139,9 @@ class Channel(Protocol):
     name: str
 
     async def send(self, message: Message) -> SendResult:
-        """Send once. Report failures as a SendResult; raise only for bugs."""
+        """Send once. Report failures as a SendResult; raise only for bugs. A message that
+        cannot be built is `SendResult.unsendable` (raising `UnsendableMessage` means the same:
+        the worker records it as permanent)."""
         ...
 
 

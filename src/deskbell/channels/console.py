@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import IO, ClassVar, Literal
 
 from deskbell.channels import render as templates
-from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
+from deskbell.channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    ChannelType,
+    Message,
+    SendResult,
+    building,
+)
 from deskbell.channels.render import TemplateSpec
-from deskbell.errors import TemplateError
+from deskbell.errors import UnsendableMessage
 
 RULE = "=" * 72
 
@@ -38,6 +45,16 @@ def render(message: Message, settings: ConsoleSettings) -> str:
     return f"{RULE}\n[deskbell -> {message.channel}]\n{body}\n{RULE}\n"
 
 
+def printable(text: str, stream: IO[str]) -> str:
+    """`text` as the stream can encode it: a character its encoding lacks (an emoji on an
+    ASCII terminal) is written as a backslash escape (`\\U0001f600`) instead of failing the
+    write on every retry."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return text
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
 class ConsoleChannel:
     """Writes and flushes; a write that fails (closed stream, full disk) is transient."""
 
@@ -49,9 +66,10 @@ class ConsoleChannel:
     async def send(self, message: Message) -> SendResult:
         stream = self._ctx.console if self._ctx.console is not None else sys.stdout
         try:
-            text = render(message, self._settings)
-        except TemplateError as exc:
-            return SendResult.permanent(str(exc))
+            with building():
+                text = printable(render(message, self._settings), stream)
+        except UnsendableMessage as exc:
+            return SendResult.unsendable(exc)
         try:
             stream.write(text)
             stream.flush()

@@ -34,11 +34,13 @@ auto-responders from answering.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import email.utils
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
@@ -47,11 +49,19 @@ import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import validate_email
 
+from deskbell.channels import addresses
 from deskbell.channels import render as templates
-from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
+from deskbell.channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    ChannelType,
+    Message,
+    SendResult,
+    building,
+)
 from deskbell.channels.render import Mode, TemplateSpec
 from deskbell.channels.text import single_line
-from deskbell.errors import TemplateError
+from deskbell.errors import UnsendableMessage
 
 log = logging.getLogger(__name__)
 
@@ -198,40 +208,111 @@ def thread_id(request_id: str) -> str:
     return f"<request-{local}@deskbell>"
 
 
-def build_email(message: Message, settings: EmailSettings, ctx: ChannelContext) -> EmailMessage:
-    """The MIME message: multipart/alternative with the plain text first, HTML second.
+@dataclass(frozen=True)
+class Rendered:
+    """The three templates of one message, rendered before connecting: a template that fails
+    costs no SMTP session."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def render_parts(message: Message, settings: EmailSettings) -> Rendered:
+    return Rendered(
+        subject(message, settings),
+        _render("text", message, settings),
+        _render("html", message, settings),
+    )
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message ready for one SMTP server: the MIME message and its envelope."""
+
+    mail: EmailMessage
+    sender: str
+    recipients: list[str]
+    smtputf8: bool  # some address is UTF-8: needs the server's SMTPUTF8 (RFC 6531)
+
+    def as_bytes(self, *, eightbit: bool = True) -> bytes:
+        """The message as sent: UTF-8 headers only when an address needs them (RFC 6532),
+        else RFC 2047 encoded words; 7-bit transfer encodings for a server without 8BITMIME."""
+        policy = email.policy.SMTPUTF8 if self.smtputf8 else email.policy.SMTP
+        return self.mail.as_bytes(policy=policy if eightbit else policy.clone(cte_type="7bit"))
+
+
+def build_outgoing(
+    message: Message,
+    settings: EmailSettings,
+    ctx: ChannelContext,
+    *,
+    smtputf8: bool,
+    rendered: Rendered | None = None,
+) -> Outgoing:
+    """The MIME message (plain text first, HTML second) and its envelope, for a server that
+    does (`smtputf8=True`) or does not offer SMTPUTF8 (addresses.py says how each address is
+    written). A configured address this server cannot take raises UnsendableMessage; the
+    customer's address, only a Reply-To convenience, is then left out (the body shows it).
 
     Every header value that carries user text goes through `single_line`; the HTML part is
     rendered with autoescaping on, so `<script>` in a description arrives as text.
     """
-    mail = EmailMessage()
-    mail["Subject"] = subject(message, settings)
-    mail["From"] = settings.from_
-    mail["To"] = ", ".join(settings.to)
-    if settings.cc:
-        mail["Cc"] = ", ".join(settings.cc)
+    parts = rendered if rendered is not None else render_parts(message, settings)
+    sender = addresses.envelope_address(settings.from_, smtputf8=smtputf8)
+    recipients = [
+        addresses.envelope_address(item, smtputf8=smtputf8)
+        for item in (*settings.to, *settings.cc, *settings.bcc)  # Bcc: envelope only
+    ]
+    header_boxes: dict[str, list[Address]] = {}
+    for header, values in (("From", [settings.from_]), ("To", settings.to), ("Cc", settings.cc)):
+        found = [
+            addresses.header_mailbox(*addresses.split_mailbox(v), smtputf8=smtputf8) for v in values
+        ]
+        # None cannot happen here: the envelope above refused what this server cannot take.
+        header_boxes[header] = [box for box in found if box is not None]
+    customer = message.request.customer
+    if customer is not None and customer.email:
+        reply_to = addresses.header_mailbox(
+            single_line(customer.name or "", 100), customer.email, smtputf8=smtputf8
+        )
+        if reply_to is not None:
+            header_boxes["Reply-To"] = [reply_to]
+    every_box = [box for boxes in header_boxes.values() for box in boxes]
+    utf8 = not (addresses.is_ascii(every_box) and all(r.isascii() for r in (sender, *recipients)))
+    # A UTF-8 addr-spec is a defect to a policy without utf8 (RFC 6532 needs it on).
+    mail = EmailMessage(
+        policy=email.policy.default.clone(utf8=True) if utf8 else email.policy.default
+    )
+    mail["Subject"] = parts.subject
+    for header, mailboxes in header_boxes.items():
+        if mailboxes:
+            mail[header] = mailboxes
     mail["Date"] = email.utils.format_datetime(ctx.clock.now())
     mail["Message-ID"] = message_id(message.delivery_id)
     mail["References"] = thread_id(message.request_id)
     mail["Auto-Submitted"] = "auto-generated"
-    customer = message.request.customer
-    if customer is not None and customer.email:
-        name = single_line(customer.name or "", 100)
-        mail["Reply-To"] = email.utils.formataddr((name, single_line(customer.email)))
     mail["X-Deskbell-Request-Id"] = single_line(message.request_id, 200)
     mail["X-Deskbell-Topic"] = message.request.topic
-    mail.set_content(_render("text", message, settings))
-    mail.add_alternative(_render("html", message, settings), subtype="html")
-    return mail
+    mail.set_content(parts.text)
+    mail.add_alternative(parts.html, subtype="html")
+    return Outgoing(mail, sender, recipients, utf8)
 
 
-def _mailbox(value: str) -> str:
-    return email.utils.parseaddr(value)[1]
+def build_email(
+    message: Message, settings: EmailSettings, ctx: ChannelContext, *, smtputf8: bool = False
+) -> EmailMessage:
+    """Just the MIME message of `build_outgoing` (tests of what a message carries)."""
+    return build_outgoing(message, settings, ctx, smtputf8=smtputf8).mail
 
 
 class EmailChannel:
     """Sends one email per delivery with aiosmtplib; SMTP failures are classified by
-    `classify_smtp_error` (5xx and refused recipients permanent, the rest transient)."""
+    `classify_smtp_error` (5xx and refused recipients permanent, the rest transient).
+
+    The templates are rendered before connecting; the addresses are written once the server
+    has said whether it offers SMTPUTF8. Either step failing is the message's fault:
+    permanent, reported as such, never a crash retried against the channel."""
 
     def __init__(self, name: str, settings: EmailSettings, ctx: ChannelContext) -> None:
         self.name = name
@@ -240,29 +321,34 @@ class EmailChannel:
         self._target = settings.target()
 
     async def send(self, message: Message) -> SendResult:
-        target = self._target
-        try:
-            mail = build_email(message, self._settings, self._ctx)
-        except TemplateError as exc:
-            return SendResult.permanent(str(exc))
         settings = self._settings
         try:
+            with building():
+                rendered = render_parts(message, settings)
+        except UnsendableMessage as exc:
+            return SendResult.unsendable(exc)
+        try:
             # aiosmtplib's timeout is per command; the outer one bounds the whole send.
-            async with asyncio.timeout(self._settings.timeout):
-                refused, _ = await aiosmtplib.send(
-                    mail,
-                    sender=_mailbox(self._settings.from_),
-                    # Bcc goes to the envelope only, never into a header.
-                    recipients=[
-                        _mailbox(item) for item in (*settings.to, *settings.cc, *settings.bcc)
-                    ],
-                    hostname=target.host,
-                    port=target.port,
-                    username=target.username,
-                    password=target.password,
-                    use_tls=target.use_tls,
-                    start_tls=target.start_tls,
-                    timeout=self._settings.timeout,
+            async with asyncio.timeout(settings.timeout), self._client() as smtp:
+                if smtp.is_ehlo_or_helo_needed:
+                    await smtp.ehlo()
+                eightbit = smtp.supports_extension("8bitmime")
+                try:
+                    with building():
+                        outgoing = build_outgoing(
+                            message,
+                            settings,
+                            self._ctx,
+                            smtputf8=smtp.supports_extension("smtputf8"),
+                            rendered=rendered,
+                        )
+                        raw = outgoing.as_bytes(eightbit=eightbit)
+                except UnsendableMessage as exc:
+                    return SendResult.unsendable(exc)
+                options = ["SMTPUTF8"] if outgoing.smtputf8 else []
+                options += ["BODY=8BITMIME"] if eightbit else []
+                refused, _ = await smtp.sendmail(
+                    outgoing.sender, outgoing.recipients, raw, mail_options=options
                 )
         except (aiosmtplib.SMTPException, OSError) as exc:  # TimeoutError is an OSError
             return classify_smtp_error(exc)
@@ -270,6 +356,18 @@ class EmailChannel:
             # Some recipients got it; sending again would duplicate it for them.
             log.warning("channel %s: recipients refused: %s", self.name, sorted(refused))
         return SendResult.sent()
+
+    def _client(self) -> aiosmtplib.SMTP:
+        target = self._target
+        return aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            use_tls=target.use_tls,
+            start_tls=target.start_tls,
+            timeout=self._settings.timeout,
+        )
 
 
 CHANNEL_TYPE = ChannelType(name="email", settings_model=EmailSettings, factory=EmailChannel)

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from deskbell.channels import render
 from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
+from deskbell.errors import UnsendableMessage
 from deskbell.models import AssistanceRequestIn, Outcome
 
 SAMPLE_TOPIC = "deskbell-test"
@@ -88,6 +89,8 @@ async def send_sample(
         result = await asyncio.wait_for(channel.send(message), timeout=settings.timeout + 1.0)
     except TimeoutError:
         result = SendResult.transient(f"timeout after {settings.timeout:g}s")
+    except UnsendableMessage as exc:
+        result = SendResult.unsendable(exc)
     except Exception as exc:
         result = SendResult.transient(f"channel error: {type(exc).__name__}")
     duration = round((time.perf_counter() - started) * 1000, 1)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
 from deskbell.channels import render as templates
@@ -44,6 +45,7 @@ from deskbell.channels.base import (
     ChannelType,
     Message,
     SendResult,
+    building,
     classify_http,
     classify_http_error,
     http_timeout,
@@ -57,7 +59,7 @@ from deskbell.channels.mrkdwn import (
 )
 from deskbell.channels.render import Mode, TemplateSpec
 from deskbell.channels.text import ELLIPSIS, details, metadata_items, redact, truncate
-from deskbell.errors import TemplateError
+from deskbell.errors import UnsendableMessage
 
 __all__ = ["CHANNEL_TYPE", "WORD_JOINER", "escape_fitted", "escape_mrkdwn", "slack_link"]
 
@@ -70,6 +72,9 @@ FIELDS_PER_SECTION = 10
 BUTTON_URL_LIMIT = 3000
 TEXT_LIMIT = 4000
 DEFAULT_API_URL = "https://slack.com/api"
+# The body is serialised in the build step (orjson), so a value JSON cannot carry is found
+# before anything is sent; the header is the one httpx's `json=` set before.
+JSON_HEADERS = {"Content-Type": "application/json"}
 # Web API errors worth retrying; every other error code is permanent.
 TRANSIENT_API_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
@@ -208,15 +213,21 @@ class SlackChannel:
     async def send(self, message: Message) -> SendResult:
         settings = self._settings
         try:
-            payload = build_payload(message, settings)
-        except TemplateError as exc:
-            return SendResult.permanent(str(exc))
+            with building():
+                payload = build_payload(message, settings)
+                if settings.token is not None:
+                    payload = {**payload, "channel": settings.channel, "unfurl_links": False}
+                body = orjson.dumps(payload)
+        except UnsendableMessage as exc:
+            return SendResult.unsendable(exc)
         if settings.token is not None:
-            return await self._post_api(payload, settings.token.get_secret_value())
+            return await self._post_api(body, settings.token.get_secret_value())
         assert settings.webhook_url is not None  # the settings model guarantees one transport
         url = settings.webhook_url.get_secret_value()
         try:
-            response = await self._ctx.http.post(url, json=payload, timeout=http_timeout(settings))
+            response = await self._ctx.http.post(
+                url, content=body, headers=JSON_HEADERS, timeout=http_timeout(settings)
+            )
         except httpx.HTTPError as exc:
             return _scrubbed(classify_http_error(exc), url)
         result = classify_http(
@@ -224,13 +235,12 @@ class SlackChannel:
         )
         return _scrubbed(result, url)
 
-    async def _post_api(self, payload: dict[str, Any], token: str) -> SendResult:
-        body = {**payload, "channel": self._settings.channel, "unfurl_links": False}
+    async def _post_api(self, body: bytes, token: str) -> SendResult:
         try:
             response = await self._ctx.http.post(
                 f"{self._settings.api_url}/chat.postMessage",
-                json=body,
-                headers={"Authorization": f"Bearer {token}"},
+                content=body,
+                headers={**JSON_HEADERS, "Authorization": f"Bearer {token}"},
                 timeout=http_timeout(self._settings),
             )
         except httpx.HTTPError as exc:

@@ -45,12 +45,14 @@ from deskbell.channels.base import (
     ChannelType,
     Message,
     SendResult,
+    building,
     classify_http,
     classify_http_error,
     http_timeout,
 )
 from deskbell.channels.netguard import BlockedDestination, UnresolvableHost, pin
 from deskbell.channels.text import redact
+from deskbell.errors import UnsendableMessage
 
 EVENT_TYPE = "assistance_request.accepted"
 SECRET_PREFIX = "whsec_"  # noqa: S105  # a format prefix, not a secret
@@ -134,14 +136,18 @@ class WebhookChannel:
     async def send(self, message: Message) -> SendResult:
         settings = self._settings
         url = settings.url.get_secret_value()
+        now = self._ctx.clock.now()
+        try:
+            with building():
+                body = build_body(message, now.isoformat())
+        except UnsendableMessage as exc:
+            return SendResult.unsendable(exc)
         try:
             target = await pin(url, settings.allow_private_networks)
         except BlockedDestination as exc:
             return SendResult.permanent(str(exc))
         except UnresolvableHost as exc:
             return SendResult.transient(str(exc))
-        now = self._ctx.clock.now()
-        body = build_body(message, now.isoformat())
         headers = {name: value.get_secret_value() for name, value in settings.headers.items()}
         headers.update(
             {
