@@ -1,5 +1,5 @@
 """Which due deliveries a claim takes: the earliest due, at most `limit`, and no more of a
-channel than its room (0 for a channel whose breaker is open or whose slots are full).
+channel than its room (0 for a channel whose slots are full or whose breaker probes).
 
 Ranking every due row per channel (a `row_number()` window) gives the exact answer, but it
 reads and sorts the whole backlog on every claim: with thousands waiting, the claim cost more
