@@ -181,11 +181,11 @@ async def test_outage_opens_the_breaker_and_recovery_closes_it(
         breaker="{failures: 3, cool_down: 0.5}",
         retry="{initial: 0.1, max: 0.2, max_attempts: 100}",
     )
-    server = start(tmp_path, database_url, config)
+    server = start(tmp_path, database_url, config, log_level="debug")
     try:
         ids = await post_many(server.url, requests(5))
         await wait_until_async(
-            lambda: server.output().count('"event": "breaker_opened"') >= 2,
+            lambda: '"event": "breaker_probe_failed"' in server.output(),
             timeout=30,
             what="the breaker to open, probe, and open again",
         )
@@ -199,11 +199,17 @@ async def test_outage_opens_the_breaker_and_recovery_closes_it(
     finally:
         assert server.terminate() == 0
     log = server.output()
-    opened = log.count('"event": "breaker_opened"')
     failed = [a for a in history if a.outcome is Outcome.TRANSIENT]
-    assert all(a.error and "503" in a.error for a in failed)
-    # 3 failures open it; after that only one probe per cool-down, each failed probe reopening
-    assert len(failed) == 3 + (opened - 1)
+    refused = sorted((a for a in failed if "503" in (a.error or "")), key=lambda a: a.started_at)
+    # While open, attempts fail fast without reaching Slack (and count toward the policy).
+    assert all(a.error and "(not sent)" in a.error for a in failed if a not in refused)
+    assert len(refused) == sum(r.status == 503 for r in slack.requests)
+    # 3 failures open it (logged once); then one probe per cool-down, a failed one reopening it
+    probes = refused[3:]
+    assert len(probes) == log.count('"event": "breaker_probe_failed"') >= 1
+    gaps = [probes[i + 1].started_at - probes[i].started_at for i in range(len(probes) - 1)]
+    assert all(gap.total_seconds() >= 0.5 for gap in gaps)
+    assert log.count('"event": "breaker_opened"') == 1
     assert log.count('"event": "breaker_closed"') == 1
     assert sum(a.outcome is Outcome.SENT for a in history) == 5
 
