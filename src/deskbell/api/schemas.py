@@ -45,10 +45,17 @@ _OPEN = {DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT, DeliveryStatus.RETRYI
 
 
 def overall_status(deliveries: list[Delivery]) -> RequestStatus:
-    """`pending` while any delivery may still be sent, then `sent` or `dead`."""
+    """`pending` while any delivery may still be sent; then `dead` if a dead delivery is not
+    covered, else `sent`. A dead delivery is covered when its fallback delivery was sent: the
+    request reached a person through the route's fallback, which is what a fallback is for.
+    (A fallback delivery has no fallback of its own, and a delivery at most one fallback.)"""
     if any(d.status in _OPEN for d in deliveries):
         return "pending"
-    if any(d.status is DeliveryStatus.DEAD for d in deliveries):
+    fallback = {d.fallback_of: d.status for d in deliveries if d.fallback_of is not None}
+    if any(
+        d.status is DeliveryStatus.DEAD and fallback.get(d.id) is not DeliveryStatus.SENT
+        for d in deliveries
+    ):
         return "dead"
     return "sent"
 

@@ -9,7 +9,8 @@ in flight, held by the worker that claimed it, at the attempt count it claimed. 
 first reads which of its deliveries are still held, locking them on PostgreSQL (SQLite's
 BEGIN IMMEDIATE holds the whole database), then writes the held ones with one `executemany`
 per statement: the delivery updates, the attempt rows and, for deliveries going dead with a
-fallback channel, the new fallback deliveries.
+fallback channel, the new fallback deliveries (one per delivery at most: a replayed delivery
+that dies again does not send its fallback twice).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from deskbell.models import DeliveryStatus
+from deskbell.models import Delivery, DeliveryStatus
 from deskbell.storage.engine import Database
 from deskbell.storage.records import AttemptResult, Claimed, new_id
 from deskbell.storage.tables import attempts, deliveries
@@ -48,6 +49,10 @@ _RECORD = (
         updated_at=sa.bindparam("r_updated", type_=deliveries.c.updated_at.type),
     )
 )
+
+
+# The attempts the retry budget counts: those since the last replay (`storage/queue.py`).
+_SINCE_REPLAY = deliveries.c.attempts - sa.func.coalesce(deliveries.c.replay_base, 0)
 
 
 async def notify_due(conn: AsyncConnection) -> None:
@@ -132,7 +137,7 @@ class AttemptLedger:
                     )
                     .values(
                         status=sa.case(
-                            (deliveries.c.attempts <= 1, DeliveryStatus.PENDING.value),
+                            (_SINCE_REPLAY <= 1, DeliveryStatus.PENDING.value),
                             else_=DeliveryStatus.RETRYING.value,
                         ),
                         attempts=deliveries.c.attempts - 1,
@@ -183,6 +188,14 @@ async def _write(
             for claimed, result, _ in written
         ],
     )
+    dying = [
+        (claimed, result, fallback)
+        for claimed, result, fallback in written
+        if result.status is DeliveryStatus.DEAD and fallback
+    ]
+    if not dying:
+        return
+    covered = await _with_fallback(conn, [claimed.delivery for claimed, _, _ in dying])
     fallbacks = [
         {
             "id": new_id(),
@@ -196,9 +209,23 @@ async def _write(
             "fallback_channel": None,
             "fallback_of": claimed.delivery.id,
         }
-        for claimed, result, fallback in written
-        if result.status is DeliveryStatus.DEAD and fallback
+        for claimed, result, fallback in dying
+        if claimed.delivery.id not in covered
     ]
     if fallbacks:
         await conn.execute(deliveries.insert(), fallbacks)
         await notify_due(conn)
+
+
+async def _with_fallback(conn: AsyncConnection, dying: Sequence[Delivery]) -> set[str]:
+    """Which of these deliveries already have their fallback delivery: a replayed delivery
+    that goes dead again must not send its fallback a second time. At most one fallback
+    delivery per delivery, whatever became of it (a dead one can be replayed itself). Found
+    through the requests' deliveries (indexed by request), not a scan of `fallback_of`."""
+    rows = await conn.execute(
+        sa.select(deliveries.c.fallback_of).where(
+            deliveries.c.request_id.in_({d.request_id for d in dying}),
+            deliveries.c.fallback_of.in_([d.id for d in dying]),
+        )
+    )
+    return set(rows.scalars())

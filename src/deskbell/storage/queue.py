@@ -20,7 +20,7 @@ from deskbell.models import AssistanceRequestIn, Attempt, Delivery, DeliveryStat
 from deskbell.storage.attempts import NOTIFY_CHANNEL, AttemptLedger, notify_due
 from deskbell.storage.claims import choose
 from deskbell.storage.engine import Database
-from deskbell.storage.records import Claimed, RequestTrace, delivery_from_row
+from deskbell.storage.records import Claimed, RequestTrace, delivery_from_row, parse_id
 from deskbell.storage.tables import attempts, deliveries, requests
 
 __all__ = ["NOTIFY_CHANNEL", "DeliveryQueue", "notify_due"]
@@ -33,18 +33,21 @@ class DeliveryQueue(AttemptLedger):
     db: Database
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """The delivery, or None; a value that is not an id (a UUID) names none."""
+        key = parse_id(delivery_id)
+        if key is None:
+            return None
         async with self.db.reader.connect() as conn:
-            row = (
-                await conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))
-            ).first()
+            row = (await conn.execute(sa.select(deliveries).where(deliveries.c.id == key))).first()
         return None if row is None else delivery_from_row(row)
 
     async def attempts_of(self, delivery_id: str) -> list[Attempt]:
+        key = parse_id(delivery_id)
+        if key is None:
+            return []
         async with self.db.reader.connect() as conn:
             result = await conn.execute(
-                sa.select(attempts)
-                .where(attempts.c.delivery_id == delivery_id)
-                .order_by(attempts.c.number)
+                sa.select(attempts).where(attempts.c.delivery_id == key).order_by(attempts.c.number)
             )
             return [
                 Attempt(
@@ -94,7 +97,8 @@ class DeliveryQueue(AttemptLedger):
                 )
                 .returning(*deliveries.c)
             )
-            held = [delivery_from_row(r) for r in claimed]
+            rows = claimed.all()
+            held = [delivery_from_row(r) for r in rows]
             payloads = await conn.execute(
                 sa.select(
                     requests.c.id,
@@ -114,8 +118,10 @@ class DeliveryQueue(AttemptLedger):
                 trace=RequestTrace(
                     by_id[d.request_id].http_request_id, by_id[d.request_id].traceparent
                 ),
+                replayed_at=row.replayed_at,
+                replay_base=row.replay_base or 0,
             )
-            for d in held
+            for d, row in zip(held, rows, strict=True)
         ]
 
     async def renew(
@@ -138,24 +144,43 @@ class DeliveryQueue(AttemptLedger):
             return set(result.scalars())
 
     async def retry_dead(self, delivery_id: str, now: datetime) -> Delivery:
-        """Replay: a dead delivery goes back to pending, due now, with its attempts kept."""
+        """Replay: a dead delivery goes back to pending, due now, with a fresh retry budget.
+
+        Its attempts keep counting (they number its attempt rows), and `replay_base` records
+        how many there were, so the retry policy counts attempts, and age, from now
+        (`Claimed.budget_attempts`). The API route and `deskbell retry` both come here. A
+        fallback this delivery already has is not sent again if it goes dead once more
+        (`storage/attempts.py`)."""
+        key = parse_id(delivery_id)
+        if key is None:
+            raise NotFound(delivery_id)
         async with self.db.writer.begin() as conn:
-            row = (
-                await conn.execute(sa.select(deliveries).where(deliveries.c.id == delivery_id))
+            revived = (
+                await conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id == key,
+                        deliveries.c.status == DeliveryStatus.DEAD.value,
+                    )
+                    .values(
+                        status=DeliveryStatus.PENDING.value,
+                        next_attempt_at=now,
+                        updated_at=now,
+                        replayed_at=now,
+                        replay_base=deliveries.c.attempts,
+                    )
+                    .returning(*deliveries.c)
+                )
             ).first()
-            if row is None:
-                raise NotFound(delivery_id)
-            if row.status != DeliveryStatus.DEAD.value:
-                raise InvalidState(f"delivery {delivery_id} is {row.status}, not dead")
-            await conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id == delivery_id)
-                .values(status=DeliveryStatus.PENDING.value, next_attempt_at=now, updated_at=now)
-            )
+            if revived is None:
+                found = (
+                    await conn.execute(sa.select(deliveries.c.status).where(deliveries.c.id == key))
+                ).first()
+                if found is None:
+                    raise NotFound(delivery_id)
+                raise InvalidState(f"delivery {key} is {found.status}, not dead")
             await notify_due(conn)
-        found = await self.get_delivery(delivery_id)
-        assert found is not None
-        return found
+        return delivery_from_row(revived)
 
     async def delivery_counts(self) -> dict[tuple[str, DeliveryStatus], int]:
         """(channel, status) -> number of deliveries; cheap enough for a status page or gauge."""

@@ -12,18 +12,27 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from deskbell.errors import DeskbellError
 from deskbell.models import AssistanceRequestIn, DeliveryStatus, StoredRequest
 from deskbell.storage.engine import Database
-from deskbell.storage.records import delivery_from_row
+from deskbell.storage.records import delivery_from_row, parse_id
 from deskbell.storage.tables import deliveries, requests
+
+
+class InvalidCursor(DeskbellError):
+    """A list cursor that no page handed out: it must be a request id."""
 
 
 class RequestReads:
     db: Database
 
     async def get_request(self, request_id: str) -> StoredRequest | None:
+        """The request, or None; a value that is not an id (a UUID) names none."""
+        key = parse_id(request_id)
+        if key is None:
+            return None
         async with self.db.reader.connect() as conn:
-            return await self._load(conn, request_id)
+            return await self._load(conn, key)
 
     async def _load(self, conn: AsyncConnection, request_id: str) -> StoredRequest | None:
         rows = await conn.execute(_with_deliveries(requests.c.id == request_id))
@@ -50,7 +59,14 @@ class RequestReads:
 
         The page's ids are a subquery of the one statement that reads the requests with their
         deliveries: every statement through aiosqlite costs several hops between the event
-        loop and its thread, more CPU than reading the rows."""
+        loop and its thread, more CPU than reading the rows.
+
+        A cursor that is not an id raises InvalidCursor: ignoring it would answer page one as
+        if it were the next."""
+        if cursor is not None:
+            cursor = parse_id(cursor)
+            if cursor is None:
+                raise InvalidCursor("the cursor is not one this list handed out")
         if status is None:
             page_ids = (
                 sa.select(requests.c.id)

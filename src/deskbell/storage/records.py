@@ -3,6 +3,7 @@ data shared by ingest (store.py), the work queue (queue.py), the worker and the 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -15,6 +16,18 @@ from deskbell.models import AssistanceRequestIn, Delivery, DeliveryStatus, Outco
 def new_id() -> str:
     """UUIDv7: time-ordered, so inserts append to the index instead of scattering."""
     return str(uuid_utils.uuid7())
+
+
+def parse_id(value: str) -> str | None:
+    """An id as stored (lower-case, hyphenated UUID text), or None when `value` is no UUID at
+    all: such a value names no record, so it never reaches the database (PostgreSQL refuses
+    a NUL byte in text, and a lookup by garbage is wasted work)."""
+    if len(value) > 45:  # the longest form uuid.UUID takes: urn:uuid: and 36 characters
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
 
 
 class RequestTrace(NamedTuple):
@@ -32,13 +45,30 @@ NO_TRACE = RequestTrace()
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery a worker now holds, with what it needs to send it."""
+    """A delivery a worker now holds, with what it needs to send it.
+
+    `replayed_at` and `replay_base` (attempts spent before it) are set once the delivery was
+    replayed (`retry_dead`): its retry budget counts from the replay, `budget_attempts` and
+    `budget_since`, while `delivery.attempts` keeps counting every attempt (it numbers the
+    attempt rows and guards the lease)."""
 
     delivery: Delivery
     request: AssistanceRequestIn
     accepted_at: datetime
     lease_owner: str
     trace: RequestTrace = NO_TRACE
+    replayed_at: datetime | None = None
+    replay_base: int = 0
+
+    @property
+    def budget_attempts(self) -> int:
+        """The attempts the retry policy counts: those since the last replay."""
+        return self.delivery.attempts - self.replay_base
+
+    @property
+    def budget_since(self) -> datetime:
+        """Where the policy's age limit counts from: the last replay, else the accept."""
+        return self.replayed_at or self.accepted_at
 
 
 @dataclass(frozen=True)

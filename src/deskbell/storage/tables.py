@@ -83,6 +83,9 @@ deliveries = sa.Table(
     # The route's fallback channel, fixed at accept time so a later config cannot change it.
     sa.Column("fallback_channel", sa.String(128), nullable=True),
     sa.Column("fallback_of", sa.String(36), sa.ForeignKey("deliveries.id"), nullable=True),
+    # Migration 0005: a replay gives a fresh retry budget, counted from here (storage/queue.py).
+    sa.Column("replayed_at", UTCDateTime, nullable=True),
+    sa.Column("replay_base", sa.Integer, nullable=True),  # attempts spent before the replay
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
     # Migration 0004: the list filtered by status reads request ids newest first from here.
     sa.Index("ix_deliveries_status_request_id", "status", "request_id"),

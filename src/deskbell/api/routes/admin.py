@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from deskbell.api.deps import RuntimeDep
+from deskbell.api.deps import DeliveryId, RuntimeDep
 from deskbell.api.errors import ApiError
 from deskbell.api.schemas import DeliveryOut, ErrorOut
 from deskbell.errors import InvalidState, NotFound
@@ -20,9 +18,7 @@ router = APIRouter(tags=["deliveries"])
     response_model=DeliveryOut,
     responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
 )
-async def retry_delivery(
-    delivery_id: Annotated[str, Path(min_length=1, max_length=64)], runtime: RuntimeDep
-) -> DeliveryOut:
+async def retry_delivery(delivery_id: DeliveryId, runtime: RuntimeDep) -> DeliveryOut:
     try:
         delivery = await runtime.store.retry_dead(delivery_id, runtime.clock.now())
     except NotFound as exc:

@@ -9,20 +9,18 @@ is. Returning the models instead meant building and validating three per request
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from deskbell.api.deps import RuntimeDep
+from deskbell.api.deps import IsoTime, RequestId, RuntimeDep
 from deskbell.api.errors import ApiError
 from deskbell.api.schemas import ErrorOut, RequestOut, RequestPage, render, request_data
 from deskbell.models import TOPIC_PATTERN, DeliveryStatus
+from deskbell.storage.reads import InvalidCursor
 
 router = APIRouter(tags=["requests"])
-
-Id = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def _json(data: Any) -> Response:
@@ -34,27 +32,32 @@ def _json(data: Any) -> Response:
     response_model=RequestOut,
     responses={404: {"model": ErrorOut}},
 )
-async def get_request(request_id: Id, runtime: RuntimeDep) -> Response:
+async def get_request(request_id: RequestId, runtime: RuntimeDep) -> Response:
     stored = await runtime.store.get_request(request_id)
     if stored is None:
         raise ApiError(404, "not_found", f"no assistance request {request_id}")
     return _json(request_data(stored))
 
 
-@router.get("/v1/assistance-requests", response_model=RequestPage)
+@router.get(
+    "/v1/assistance-requests",
+    response_model=RequestPage,
+    responses={422: {"model": ErrorOut, "description": "a bad filter, or `invalid_cursor`"}},
+)
 async def list_requests(
     runtime: RuntimeDep,
     topic: Annotated[str | None, Query(pattern=TOPIC_PATTERN)] = None,
     status: Annotated[
         DeliveryStatus | None, Query(description="requests with a delivery in this status")
     ] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, with a time zone")] = None,
+    since: Annotated[IsoTime | None, Query(description="ISO 8601, with a time zone")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[str | None, Query(description="a page's `next_cursor`")] = None,
 ) -> Response:
-    if since is not None and since.tzinfo is None:
-        raise ApiError(422, "validation_failed", "since must carry a time zone, e.g. ...Z")
-    items, next_cursor = await runtime.store.list_requests(
-        topic=topic, status=status, since=since, limit=limit, cursor=cursor
-    )
+    try:
+        items, next_cursor = await runtime.store.list_requests(
+            topic=topic, status=status, since=since, limit=limit, cursor=cursor
+        )
+    except InvalidCursor as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
     return _json({"items": [request_data(s) for s in items], "next_cursor": next_cursor})
