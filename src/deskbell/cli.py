@@ -1,35 +1,42 @@
-"""The `deskbell` command (SPEC §6). Thin: parse flags, call the modules that do the work."""
+"""The `deskbell` command (SPEC §6): a table of commands, each a thin call into the modules
+that do the work.
+
+Startup is part of the interface: `deskbell version` and `--help` import only Typer and this
+module, and every command imports what it needs (FastAPI, SQLAlchemy, uvicorn, the channels)
+when it runs. Option types are enums declared here for the same reason; a test checks them
+against the real ones. `main()` turns any failure into one `error: ...` line and exit 2
+(`cli_errors.py`); `--debug` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from importlib.resources import files
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import httpx
-import orjson
 import typer
-from pydantic import ValidationError
 
 from deskbell import __version__
-from deskbell.channels import build_registry
 from deskbell.cli_security import keys_app
-from deskbell.config.load import load_config, routing_table
-from deskbell.errors import DeskbellError
-from deskbell.metrics import prepare_multiprocess
-from deskbell.models import DeliveryStatus
-from deskbell.observability import configure_logging
-from deskbell.serving import migrate, settle_heap
-from deskbell.settings import Settings
-from deskbell.storage.engine import connect
-from deskbell.storage.store import Store
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+    from deskbell.settings import Settings
+
+HELP = (
+    "Receive chatbot hand-off requests, store them, and deliver them to Slack, email, "
+    "webhooks and more, with retries.\n\n"
+    "Start with `deskbell init` (a starter deskbell.yaml), check it with `deskbell config "
+    "check deskbell.yaml`, then run `deskbell serve`. Settings are DESKBELL_* environment "
+    "variables (README.md, Environment); the database is DESKBELL_DATABASE_URL, "
+    "./deskbell.db by default."
+)
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help=HELP, pretty_exceptions_enable=False
+)
 config_app = typer.Typer(no_args_is_help=True, help="Check routing config files.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
@@ -41,12 +48,39 @@ app.add_typer(channels_app, name="channels")
 app.add_typer(keys_app, name="apikey")
 
 
+class Status(StrEnum):
+    """The values of deskbell.models.DeliveryStatus, without importing pydantic models."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+class _Options:
+    debug = False
+
+
+@app.callback()
+def options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="on an error, show its traceback too")
+    ] = False,
+) -> None:
+    _Options.debug = debug
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from deskbell.settings import Settings
+
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -72,35 +106,35 @@ def serve(
         typer.Option(min=1, max=256, help="server processes on one port [env DESKBELL_PROCESSES]"),
     ] = None,
 ) -> None:
-    """Run the API and, unless --no-workers, the delivery workers; in one process, or in
-    --processes N processes sharing the port, each with its own workers."""
+    """Run the API and, unless --no-workers, the delivery workers (in --processes N
+    processes sharing the port, each with its own workers)."""
+    from deskbell.metrics import prepare_multiprocess
+    from deskbell.observability import configure_logging
     from deskbell.serving import serve_here, serve_processes
 
     settings = _settings(host=host, port=port, processes=processes)
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
     run = serve_here if settings.processes == 1 else serve_processes
-    try:
-        run(settings, with_workers=not no_workers, insecure=insecure)
-    except DeskbellError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"database: {exc}")
+    run(settings, with_workers=not no_workers, insecure=insecure)
 
 
 @app.command()
 def worker() -> None:
     """Deliver only: claim due deliveries from the shared database and send them."""
+    import asyncio
+    import signal
+
+    from deskbell.metrics import prepare_multiprocess
+    from deskbell.observability import configure_logging
+    from deskbell.serving import migrate, settle_heap
     from deskbell.wiring import build_runtime
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
-    try:
-        asyncio.run(migrate(settings))
-        runtime = build_runtime(settings, with_workers=True)
-    except DeskbellError as exc:
-        fail(str(exc))
+    asyncio.run(migrate(settings))
+    runtime = build_runtime(settings, with_workers=True)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -121,6 +155,8 @@ def init(
     force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
 ) -> None:
     """Write a starter deskbell.yaml (Slack, email and console channels)."""
+    from importlib.resources import files
+
     if path.exists() and not force:
         fail(f"{path} exists; use --force to overwrite")
     path.write_text(files("deskbell.config").joinpath("starter.yaml").read_text("utf-8"))
@@ -132,6 +168,10 @@ def init(
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> None:
     """Validate a config file and print its routing table."""
+    from deskbell.channels import build_registry
+    from deskbell.config.load import load_config, routing_table
+    from deskbell.errors import DeskbellError
+
     try:
         config = load_config(file, build_registry())
     except DeskbellError as exc:
@@ -155,6 +195,11 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> N
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (also done at every start)."""
+    import asyncio
+
+    from deskbell.observability import configure_logging
+    from deskbell.serving import migrate
+
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     asyncio.run(migrate(settings))
@@ -172,6 +217,9 @@ def send(
     ] = None,
 ) -> None:
     """Post an assistance request to a running deskbell, as a chatbot would."""
+    import httpx
+    import orjson
+
     body: dict[str, Any] = {"topic": topic, "description": description}
     if conversation_url:
         body["conversation_url"] = conversation_url
@@ -188,8 +236,14 @@ def send(
 
 
 def _with_store(action: Any) -> Any:
+    """Run `action(store)`; a SQLite file that is not there is an error, never created."""
+    import asyncio
+
+    from deskbell.storage.engine import connect
+    from deskbell.storage.store import Store
+
     async def run() -> Any:
-        db = connect(_settings().database_url)
+        db = connect(_settings().database_url, must_exist=True)
         try:
             return await action(Store(db))
         finally:
@@ -201,11 +255,14 @@ def _with_store(action: Any) -> Any:
 @requests_app.command("list")
 def requests_list(
     topic: Annotated[str | None, typer.Option()] = None,
-    status: Annotated[DeliveryStatus | None, typer.Option()] = None,
+    status: Annotated[Status | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
 ) -> None:
     """The newest requests, one line each."""
-    items, _ = _with_store(lambda s: s.list_requests(topic=topic, status=status, limit=limit))
+    from deskbell.models import DeliveryStatus
+
+    wanted = DeliveryStatus(status.value) if status else None
+    items, _ = _with_store(lambda s: s.list_requests(topic=topic, status=wanted, limit=limit))
     for item in items:
         states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
         typer.echo(
@@ -228,9 +285,13 @@ def requests_show(request_id: str) -> None:
 def retry(delivery_id: str) -> None:
     """Put a dead delivery back to pending."""
     from deskbell.clock import SystemClock
+    from deskbell.errors import DeskbellError
+    from deskbell.storage.engine import NoDatabase
 
     try:
         delivery = _with_store(lambda s: s.retry_dead(delivery_id, SystemClock().now()))
+    except NoDatabase:
+        raise
     except DeskbellError as exc:
         fail(f"{type(exc).__name__}: {exc}", code=1)
     typer.echo(f"{delivery.id} is {delivery.status.value}")
@@ -243,10 +304,14 @@ def channels_test(
 ) -> None:
     """Send a sample notification through one channel now (no server needed); exit 1 unless
     it was sent."""
+    import asyncio
+
+    from deskbell.channels import build_registry
     from deskbell.channels.base import ChannelContext
     from deskbell.channels.http import ChannelHTTPClient
     from deskbell.channels.sample import send_sample
     from deskbell.clock import SystemClock
+    from deskbell.errors import DeskbellError
     from deskbell.wiring import read_config
 
     settings = _settings(config=config)
@@ -281,7 +346,16 @@ def version() -> None:
 
 
 def main() -> None:
-    app(prog_name="deskbell")
+    """The `deskbell` command: any failure is one line on stderr and exit 2."""
+    try:
+        app(prog_name="deskbell")
+    except Exception as exc:
+        if _Options.debug:
+            raise
+        from deskbell.cli_errors import explain
+
+        typer.echo(f"error: {explain(exc)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

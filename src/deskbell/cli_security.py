@@ -4,30 +4,37 @@ Kept apart from cli.py so that module stays a table of commands. The bind rule: 
 no credential configured (no key in DESKBELL_API_KEYS or the database, no webhook secret) is
 open to anyone who can reach it, so it may only listen on a loopback address; anything else
 is refused unless the operator says `--insecure`.
+
+Imported by every `deskbell` command, so like cli.py it imports the database and the API
+only inside the functions that use them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import structlog
 import typer
 
-from deskbell.api.auth import parse_env_keys
-from deskbell.api.webhooks import parse_secrets
-from deskbell.clock import SystemClock
-from deskbell.config.schema import DeskbellConfig
 from deskbell.errors import DeskbellError
-from deskbell.settings import Settings
-from deskbell.storage.engine import connect
-from deskbell.storage.keys import KeyStore, Scope
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from deskbell.config.schema import DeskbellConfig
+    from deskbell.settings import Settings
+    from deskbell.storage.keys import KeyStore
+
 T = TypeVar("T")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
+
+
+class ScopeName(StrEnum):
+    """The values of deskbell.storage.keys.Scope, without importing SQLAlchemy."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
 
 
 class InsecureBind(DeskbellError):
@@ -45,6 +52,11 @@ def is_loopback(host: str) -> bool:
 
 async def credentials_configured(settings: Settings, config: DeskbellConfig) -> bool:
     """Any key or webhook secret, from the environment, the config or the database."""
+    from deskbell.api.auth import parse_env_keys
+    from deskbell.api.webhooks import parse_secrets
+    from deskbell.storage.engine import connect
+    from deskbell.storage.keys import KeyStore
+
     env_keys = parse_env_keys(settings.api_keys.get_secret_value())
     env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
     if env_keys or env_secrets or config.sources:
@@ -58,6 +70,11 @@ async def credentials_configured(settings: Settings, config: DeskbellConfig) -> 
 
 def check_bind(settings: Settings, config: DeskbellConfig, *, insecure: bool) -> None:
     """Log whether auth is on; raise InsecureBind for a non-loopback host without it."""
+    import asyncio
+
+    import structlog
+
+    log = structlog.get_logger(__name__)
     if asyncio.run(credentials_configured(settings, config)):
         log.info("auth_on", host=settings.host)
         return
@@ -83,8 +100,15 @@ def check_bind(settings: Settings, config: DeskbellConfig, *, insecure: bool) ->
 
 
 def _keys(action: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Run `action(keys)`; a SQLite file that is not there is an error, never created."""
+    import asyncio
+
+    from deskbell.settings import Settings
+    from deskbell.storage.engine import connect
+    from deskbell.storage.keys import KeyStore
+
     async def run() -> T:
-        db = connect(Settings().database_url)
+        db = connect(Settings().database_url, must_exist=True)
         try:
             return await action(KeyStore(db))
         finally:
@@ -95,12 +119,18 @@ def _keys(action: Callable[[KeyStore], Awaitable[T]]) -> T:
 
 @keys_app.command("create")
 def create(
-    scope: Annotated[Scope, typer.Option(help="ingest, read or admin (admin implies read)")],
+    scope: Annotated[ScopeName, typer.Option(help="ingest, read or admin (admin implies read)")],
     name: Annotated[str | None, typer.Option(help="a label, unique; default key-<id>")] = None,
 ) -> None:
     """Create a key and print it once (stdout); only its hash is stored."""
+    from deskbell.clock import SystemClock
+    from deskbell.storage.engine import NoDatabase
+    from deskbell.storage.keys import Scope
+
     try:
-        record, plain = _keys(lambda k: k.create(scope, SystemClock().now(), name))
+        record, plain = _keys(lambda k: k.create(Scope(scope.value), SystemClock().now(), name))
+    except NoDatabase:
+        raise
     except DeskbellError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -115,6 +145,9 @@ def create(
 @keys_app.command("list")
 def list_keys() -> None:
     """Names, scopes, created and last-used times; never the keys."""
+    from deskbell.api.auth import parse_env_keys
+    from deskbell.settings import Settings
+
     keys = _keys(lambda k: k.list())
     rows = [("NAME", "ID", "SCOPE", "PREFIX", "CREATED", "LAST USED", "STATE")]
     for key in keys:
@@ -140,8 +173,13 @@ def list_keys() -> None:
 @keys_app.command("revoke")
 def revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]) -> None:
     """Revoke a key; every node refuses it from the next request on."""
+    from deskbell.clock import SystemClock
+    from deskbell.storage.engine import NoDatabase
+
     try:
         record = _keys(lambda k: k.revoke(key, SystemClock().now()))
+    except NoDatabase:
+        raise
     except DeskbellError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

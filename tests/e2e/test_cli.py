@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,3 +112,31 @@ def test_db_upgrade_then_requests_list_show_and_retry(db_url: str) -> None:
     assert f"{delivery_id} is pending" in retried.output
     assert runner.invoke(app, ["retry", delivery_id]).exit_code == 1
     assert runner.invoke(app, ["requests", "show", "nope"]).exit_code == 1
+
+
+def test_every_smtp_setting_the_starter_suggests_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "deskbell.yaml"
+    assert runner.invoke(app, ["init", str(target)]).exit_code == 0
+    starter = target.read_text()
+    suggested = re.findall(r"smtps?://[^\s,]+", starter.split("smtp_url:", 1)[1].split("\n")[0])
+    assert len(suggested) >= 2  # the default and the comment's smtps:// form
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x")
+    for url in suggested:
+        monkeypatch.setenv("SMTP_URL", url.rstrip("}"))
+        check = runner.invoke(app, ["config", "check", str(target)])
+        assert check.exit_code == 0, (url, check.output)
+    target.write_text(starter.replace("starttls: false", "starttls: true"))
+    monkeypatch.setenv("SMTP_URL", "smtp://mail.example.com")
+    check = runner.invoke(app, ["config", "check", str(target)])
+    assert check.exit_code == 0, check.output
+
+
+def test_top_level_help_is_for_users() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "deskbell init" in result.output
+    assert "--debug" in result.output
+    assert "SPEC" not in result.output
+    assert "Thin" not in result.output

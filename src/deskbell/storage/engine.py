@@ -4,16 +4,32 @@ SQLite allows one writer at a time. Two of our own connections racing to write w
 of them fail with "database is locked", so writes go through a single-connection engine whose
 transactions start with BEGIN IMMEDIATE (waiting for other processes via busy_timeout), while
 reads use a pool of their own. PostgreSQL uses one pooled engine for both.
+
+URLs as people write them work: `postgresql://` and `postgres://` (what most hosts hand out)
+mean asyncpg, `sqlite://` means aiosqlite; the async drivers are the only ones installed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from deskbell.errors import DeskbellError
+
+ASYNC_SCHEMES = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+class NoDatabase(DeskbellError):
+    """A command that only reads or edits rows found no SQLite file (and made none)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +70,39 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def connect(url: str, *, engine_options: dict[str, Any] | None = None) -> Database:
+def async_url(url: str) -> str:
+    """`url` with a plain `postgresql://`, `postgres://` or `sqlite://` scheme made async."""
+    scheme, found, rest = url.partition("://")
+    mapped = ASYNC_SCHEMES.get(scheme.lower()) if found else None
+    return f"{mapped}://{rest}" if mapped else url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names; None for other databases, memory and `uri=true` URLs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    if parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def connect(
+    url: str, *, engine_options: dict[str, Any] | None = None, must_exist: bool = False
+) -> Database:
+    """Engines for `url`. `must_exist`: a SQLite file that is missing raises NoDatabase rather
+    than being created empty (SQLite creates any file it is asked to open)."""
+    url = async_url(url)
     options = dict(engine_options or {})
     if make_url(url).get_backend_name() != "sqlite":
         engine = create_async_engine(url, pool_pre_ping=True, **options)
         return Database(url, engine, engine)
+    path = sqlite_path(url)
+    if must_exist and path is not None and not path.exists():
+        raise NoDatabase(
+            f"no database at {make_url(url).database} - run `deskbell db upgrade` to create "
+            "it, or set DESKBELL_DATABASE_URL to the one `deskbell serve` uses"
+        )
     writer = create_async_engine(url, pool_size=1, max_overflow=0, **options)
     reader = create_async_engine(url, pool_size=4, max_overflow=4, **options)
     _sqlite_pragmas(writer, immediate=True)
