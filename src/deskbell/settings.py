@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     processes: int = Field(
         default=1, ge=1, le=256, description="server processes `deskbell serve` runs on one port"
     )
+    ingest_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds ingest waits for its commit; then 503 + Retry-After (maybe stored)",
+    )
     lease_seconds: float = Field(default=30.0, gt=0)
     poll_seconds: float = Field(default=1.0, gt=0)
     shutdown_grace_seconds: float = Field(

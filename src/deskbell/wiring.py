@@ -89,9 +89,13 @@ class Runtime:
     def __post_init__(self) -> None:
         path = sqlite_file(self.db.url)
         if path is not None:
-            self.ingest = SQLiteGroupCommit(path, self.clock.now)
+            self.ingest = SQLiteGroupCommit(
+                path, self.clock.now, timeout=self.settings.ingest_timeout
+            )
         else:
-            self.ingest = GroupCommitter(IngestWriter(self.db), self.clock.now)
+            self.ingest = GroupCommitter(
+                IngestWriter(self.db), self.clock.now, timeout=self.settings.ingest_timeout
+            )
 
     def channels(self) -> Mapping[str, tuple[Channel, ChannelSettings]]:
         return self.active.channels

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 
 from deskbell.models import AssistanceRequestIn, DeliveryReceipt, DeliveryStatus, Receipt
 from deskbell.routing.router import Target
+from deskbell.storage.deadline import Deadline, abandoned
 from deskbell.storage.engine import Database
 from deskbell.storage.queue import notify_due
 from deskbell.storage.records import NO_TRACE, RequestTrace, new_id
@@ -147,6 +148,7 @@ class Ingest(Protocol):
 
     batches: int
     committed: int
+    deadline: Deadline  # bounds each wait for a commit (storage/deadline.py)
 
     async def accept(
         self, payload: AssistanceRequestIn, targets: Sequence[Target], trace: RequestTrace = ...
@@ -159,11 +161,17 @@ class GroupCommitter:
     """Group commit through the async engine: PostgreSQL (and SQLite without a file)."""
 
     def __init__(
-        self, writer: IngestWriter, now: Callable[[], datetime], max_batch: int = MAX_BATCH
+        self,
+        writer: IngestWriter,
+        now: Callable[[], datetime],
+        max_batch: int = MAX_BATCH,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self.writer = writer
         self.now = now
         self.max_batch = max_batch
+        self.deadline = Deadline(timeout)
         self._waiting: list[tuple[PendingRequest, asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -176,13 +184,16 @@ class GroupCommitter:
         targets: Sequence[Target],
         trace: RequestTrace = NO_TRACE,
     ) -> Receipt:
-        """Store one request with the next group; returns once it is committed."""
+        """Store one request with the next group; returns once it is committed. Raises
+        IngestTimeout past the deadline (the request may still be stored)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="deskbell-group-commit")
         pending = PendingRequest.of(payload, targets, trace)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._waiting.append((pending, future))
         self._ready.set()
+        self.deadline.watch(loop, future)
         await future
         return pending.receipt()
 
@@ -191,9 +202,12 @@ class GroupCommitter:
             await self._ready.wait()
             self._ready.clear()
             while self._waiting:
-                batch = self._waiting[: self.max_batch]
+                taken = self._waiting[: self.max_batch]
                 del self._waiting[: self.max_batch]
-                await self._commit(batch)
+                # A request whose wait already ended (deadline) was answered 503: not stored.
+                batch = [item for item in taken if not abandoned(item[1])]
+                if batch:
+                    await self._commit(batch)
 
     async def _commit(self, batch: list[tuple[PendingRequest, asyncio.Future[None]]]) -> None:
         try:
@@ -211,6 +225,7 @@ class GroupCommitter:
                 future.set_result(None)
 
     async def aclose(self) -> None:
+        await self.deadline.aclose()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

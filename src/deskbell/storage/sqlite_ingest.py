@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from deskbell.models import AssistanceRequestIn, DeliveryStatus, Receipt
 from deskbell.routing.router import Target
+from deskbell.storage.deadline import Deadline, abandoned
 from deskbell.storage.engine import SQLITE_PRAGMAS
 from deskbell.storage.group_commit import MAX_BATCH, PendingRequest, stamp_for
 from deskbell.storage.records import NO_TRACE, RequestTrace
@@ -121,10 +122,13 @@ class SQLiteGroupCommit:
         path: str,
         now: Callable[[], datetime],
         max_batch: int = MAX_BATCH,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self.path = path
         self.now = now
         self.max_batch = max_batch
+        self.deadline = Deadline(timeout)  # bounds each wait; the thread skips abandoned ones
         self.batches = 0  # committed transactions and the requests in them, for tests
         self.committed = 0
         # SimpleQueue, not a Condition and a list: a put is one C call with no Python-level
@@ -141,7 +145,8 @@ class SQLiteGroupCommit:
         targets: Sequence[Target],
         trace: RequestTrace = NO_TRACE,
     ) -> Receipt:
-        """Store one request with the next batch; returns once that batch is committed."""
+        """Store one request with the next batch; returns once that batch is committed.
+        Raises IngestTimeout past the deadline (the request may still be stored)."""
         if self._closing:
             raise RuntimeError("shutting down")
         loop = self._loop
@@ -153,6 +158,7 @@ class SQLiteGroupCommit:
         pending = PendingRequest.of(payload, targets, trace)
         future: asyncio.Future[None] = loop.create_future()
         self._queue.put((pending, future))
+        self.deadline.watch(loop, future)
         await future
         return pending.receipt()
 
@@ -166,7 +172,11 @@ class SQLiteGroupCommit:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            while (batch := self._next_batch()) is not None:
+            while (taken := self._next_batch()) is not None:
+                # Requests whose wait already ended (deadline) were answered 503: not stored.
+                batch = [item for item in taken if not abandoned(item[1])]
+                if not batch:
+                    continue
                 error: Exception | None
                 try:
                     conn = conn or self._connect()
@@ -270,6 +280,7 @@ class SQLiteGroupCommit:
         if self._closing:
             return
         self._closing = True
+        await self.deadline.aclose()
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)

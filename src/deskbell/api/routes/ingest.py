@@ -30,6 +30,7 @@ from deskbell.api.limits import read_body
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn, Receipt
+from deskbell.storage.deadline import IngestTimeout
 from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.wiring import Runtime
 
@@ -45,7 +46,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body too large",
         415: "not a JSON content type",
         422: "validation failed, or no route for the topic (details list the known topics)",
-        503: "database unavailable; nothing was stored",
+        503: "database unavailable (nothing was stored), or no commit within the ingest"
+        " timeout (`ingest_timeout`: may be stored; retry with the same Idempotency-Key)",
     }.items()
 }
 
@@ -168,9 +170,28 @@ async def accept_request(
         idempotency_key = f"webhook:{principal.name}:{principal.webhook_id}"[:255]
     body_hash = hashlib.sha256(body).hexdigest() if idempotency_key else None
     try:
-        receipt, created = await runtime.accept(
-            payload, targets, idempotency_key=idempotency_key, body_hash=body_hash, trace=trace
-        )
+        if idempotency_key is None:  # the group commit bounds its own waits
+            receipt, created = await runtime.accept(payload, targets, trace=trace)
+        else:
+            receipt, created = await runtime.ingest.deadline.run(
+                runtime.accept(
+                    payload,
+                    targets,
+                    idempotency_key=idempotency_key,
+                    body_hash=body_hash,
+                    trace=trace,
+                )
+            )
+    except IngestTimeout as exc:
+        log.error("ingest_timeout", seconds=exc.seconds, http_request_id=trace.http_request_id)
+        raise ApiError(
+            503,
+            "ingest_timeout",
+            "the database did not confirm the write in time; the request may still be stored:"
+            " retry with the same Idempotency-Key",
+            {"timeout_seconds": exc.seconds},
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
     except IdempotencyConflict as exc:
         raise ApiError(
             409, "idempotency_conflict", "Idempotency-Key was used with a different body"

@@ -1,0 +1,137 @@
+"""The ingest deadline: how long a request waits for the commit that stores it.
+
+A stalled database (a held lock, a stuck disk) would otherwise hold every ingest request for
+as long as the stall lasts. Past the deadline the wait ends with `IngestTimeout` (the API
+answers 503 with Retry-After), but the write itself is never interrupted: a batch already
+handed to the database may still commit later, so the answer says "maybe stored" and a client
+retries with its Idempotency-Key. A request whose batch had not begun when its wait ended is
+dropped by the writer (`abandoned`), so it is never stored.
+
+The group-commit waits are watched by one timer per writer, not one per request: a timer per
+request (`asyncio.timeout`, `call_later`) cost more than anything else on the ingest path
+added; here a request costs an append to a deque, and the timer runs only while requests wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
+
+from deskbell.errors import DeskbellError
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+MAX_TICK = 0.1  # seconds: how late past its deadline a group-commit wait may end
+
+
+class IngestTimeout(DeskbellError):
+    """The commit did not finish within the ingest deadline; the request may still be stored."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the database did not commit within {seconds:g} s")
+        self.seconds = seconds
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds a client should wait before retrying: the deadline itself."""
+        return max(1, math.ceil(self.seconds))
+
+
+def abandoned(future: asyncio.Future[None]) -> bool:
+    """Whether a request's wait has already ended (deadline or cancel): its writer skips it.
+
+    The SQLite writer thread asks this too; it only reads the future's state (one field, under
+    the GIL), and a wait that ends just after the read is the "may still be stored" case."""
+    return future.done()
+
+
+class Deadline:
+    """Ends group-commit waits that outlive `seconds`, and bounds other ingest waits (`run`).
+
+    `None` seconds: no deadline (what a writer built without settings gets)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.tick = min(MAX_TICK, seconds / 4) if seconds else MAX_TICK
+        self._waits: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._late: set[asyncio.Task[object]] = set()
+
+    def watch(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        """Fail `future` with IngestTimeout if it is still pending `seconds` from now."""
+        if self.seconds is None:
+            return
+        self._waits.append((loop.time() + self.seconds, future))
+        if self._timer is None:
+            self._timer = loop.call_later(self.tick, self._check, loop)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Waits are in arrival order: drop the answered ones from the front, fail the due ones."""
+        assert self.seconds is not None
+        now = loop.time()
+        waits = self._waits
+        while waits:
+            due, future = waits[0]
+            if not future.done():
+                if due > now:
+                    break
+                future.set_exception(IngestTimeout(self.seconds))
+            waits.popleft()
+        self._timer = loop.call_later(self.tick, self._check, loop) if waits else None
+
+    @property
+    def late(self) -> int:
+        """Work still running after its caller was answered IngestTimeout."""
+        return len(self._late)
+
+    async def run(self, work: Awaitable[T]) -> T:
+        """Await `work` (a transaction of its own) for at most `seconds`.
+
+        Past the deadline it raises IngestTimeout while `work` goes on in its own task:
+        cancelling a transaction mid-statement would wait for the driver anyway (aiosqlite
+        runs the blocked call to its end) or leave its connection to be thrown away."""
+        if self.seconds is None:
+            return await work
+        task = asyncio.ensure_future(work)
+        try:
+            async with asyncio.timeout(self.seconds):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            if task.done():  # the work's own TimeoutError, not the deadline's
+                raise
+            self._keep(task)
+            raise IngestTimeout(self.seconds) from None
+        except asyncio.CancelledError:
+            if not task.done():
+                self._keep(task)
+            raise
+
+    def _keep(self, task: asyncio.Task[T]) -> None:
+        """Hold a late task until it ends, and log how it ended."""
+        self._late.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        self._late.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            log.info("ingest_committed_late")
+        else:
+            log.warning("ingest_failed_late", error=str(error))
+
+    async def aclose(self) -> None:
+        """Stop the timer; cancel late work still waiting (its transaction rolls back)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        late = list(self._late)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
