@@ -124,8 +124,11 @@ async def test_open_breaker_deliveries_go_dead_on_their_policy_and_fall_back(
     assert dead == N
     sends = metrics.get_sample_value("deskbell_delivery_attempt_seconds_count", slack)
     assert sends == len(fake_slack.requests)  # the duration histogram is about real sends
-    # The breaker's line is not any one request's: no leaked http_request_id.
+    # The breaker's and the recorder's lines are not any one request's: only the request's
+    # own lines and its attempts' carry its http_request_id.
     assert "http_request_id" not in opened
+    tagged = {line["event"] for line in logs if "http_request_id" in line}
+    assert tagged == {"delivery_attempt"}, tagged
     attempts = events(logs, "delivery_attempt")
     assert attempts
     assert all(line["http_request_id"].startswith("ingest-") for line in attempts)
