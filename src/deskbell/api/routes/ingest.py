@@ -10,7 +10,6 @@ documents the endpoint in OpenAPI and answers the same way, through the same `ac
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
@@ -25,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from deskbell.api.auth import Principal, PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
+from deskbell.api.idempotency import body_digest, scoped_key
 from deskbell.api.incoming import Incoming
 from deskbell.api.limits import read_body
 from deskbell.api.schemas import Accepted, ErrorOut
@@ -42,7 +42,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": why}
     for status, why in {
         400: "body is not JSON",
-        409: "Idempotency-Key reused with a different body",
+        409: "Idempotency-Key reused by the same caller with a different body",
         413: "body too large",
         415: "not a JSON content type",
         422: "validation failed, or no route for the topic (details list the known topics)",
@@ -168,7 +168,10 @@ async def accept_request(
     if idempotency_key is None and principal.webhook_id is not None:
         # A replayed signed webhook (same webhook-id) is answered like an idempotent repeat.
         idempotency_key = f"webhook:{principal.name}:{principal.webhook_id}"[:255]
-    body_hash = hashlib.sha256(body).hexdigest() if idempotency_key else None
+    body_hash = None
+    if idempotency_key is not None:  # per caller, and the same JSON is the same body
+        idempotency_key = scoped_key(principal, idempotency_key)
+        body_hash = body_digest(body)
     try:
         if idempotency_key is None:  # the group commit bounds its own waits
             receipt, created = await runtime.accept(payload, targets, trace=trace)
