@@ -29,6 +29,7 @@ from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
 from deskbell.storage.group_commit import GroupCommitter, Ingest, IngestWriter
+from deskbell.storage.health import WriteProbe
 from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
 from deskbell.storage.store import Store
@@ -85,8 +86,10 @@ class Runtime:
     tracing: Tracing = field(default_factory=Tracing.off)
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     ingest: Ingest = field(init=False, repr=False)
+    write_probe: WriteProbe = field(init=False, repr=False)  # /readyz: do writes commit?
 
     def __post_init__(self) -> None:
+        self.write_probe = WriteProbe(self.db, self.clock)
         path = sqlite_file(self.db.url)
         if path is not None:
             self.ingest = SQLiteGroupCommit(
