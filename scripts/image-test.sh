@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # `make image-test`: build the image, run it, wait for its HEALTHCHECK, deliver one request
-# through the console channel, stop it, and schema-check compose.yaml. Needs root (podman)
-# and about 3 minutes the first time; separate from `make test`.
+# through the console channel, stop it, and check compose.yaml (its schema, and that git
+# tracks every file it mounts). Needs root (podman) and about 3 minutes the first time;
+# separate from `make test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every host file compose.yaml mounts must be committed: one that .gitignore hides or nobody
+# added is missing from a fresh clone, and `docker compose up` cannot start there.
+mounts=$(sed -nE 's/^[[:space:]]*-[[:space:]]*"?(\.{1,2}\/[^:"]+):.*/\1/p' compose.yaml)
+[ -n "$mounts" ] || { echo "image-test: found no host files mounted in compose.yaml" >&2; exit 1; }
+for path in $mounts; do
+  git ls-files --error-unmatch "$path" >/dev/null 2>&1 \
+    || { echo "image-test: compose.yaml mounts $path, which git does not track" >&2; exit 1; }
+done
+echo "image-test: every file compose.yaml mounts is tracked ($(echo $mounts))"
 bash ../shared/tools/container-env.sh
 image=deskbell:image-test
 name=deskbell-image-test-$$
