@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from deskbell.api.schemas import RequestOut, RequestPage
+from deskbell.api.schemas import RequestOut, RequestPage, overall_status
+from deskbell.models import Delivery, DeliveryStatus
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 
 URL = "/v1/assistance-requests"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -153,3 +156,39 @@ async def test_retry_endpoint_refuses_live_delivery(client: httpx.AsyncClient) -
     assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "not_dead"
     assert (await client.post("/v1/deliveries/nope/retry")).status_code == 404
+
+
+def _delivery(key: str, status: str, fallback_of: str | None = None) -> Delivery:
+    return Delivery(
+        id=key,
+        request_id="r",
+        channel=key,
+        status=DeliveryStatus(status),
+        attempts=1,
+        created_at=T0,
+        next_attempt_at=None,
+        last_error=None,
+        sent_at=None,
+        fallback_of=fallback_of,
+    )
+
+
+@pytest.mark.parametrize(
+    ("deliveries", "expected"),
+    [
+        ([], "sent"),
+        ([("a", "sent")], "sent"),
+        ([("a", "sent"), ("b", "retrying")], "pending"),
+        ([("a", "dead")], "dead"),
+        ([("a", "sent"), ("b", "dead")], "dead"),
+        ([("a", "dead"), ("f", "pending", "a")], "pending"),  # the fallback may still reach
+        ([("a", "dead"), ("f", "sent", "a")], "sent"),  # covered: a person got it
+        ([("a", "dead"), ("f", "dead", "a")], "dead"),
+        ([("a", "dead"), ("b", "dead"), ("f", "sent", "a")], "dead"),  # b is not covered
+        ([("a", "sent"), ("b", "dead"), ("f", "sent", "b")], "sent"),
+    ],
+)
+def test_request_status_counts_a_dead_delivery_covered_by_its_sent_fallback_as_sent(
+    deliveries: list[tuple[str, ...]], expected: str
+) -> None:
+    assert overall_status([_delivery(*d) for d in deliveries]) == expected

@@ -5,18 +5,23 @@ against a local Slack fake."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from deskbell.api.schemas import overall_status
 from deskbell.channels.base import SendResult
+from deskbell.cli import app as cli
 from deskbell.delivery.dispatch import next_status
 from deskbell.delivery.policy import RetryConfig
 from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
+from deskbell.storage.engine import connect
 from deskbell.storage.records import AttemptResult, Claimed
 from deskbell.storage.store import Store
 from deskbell.wiring import Runtime
@@ -129,6 +134,37 @@ async def test_a_pending_fallback_is_not_doubled(store: Store) -> None:
     assert loaded is not None
     assert [d.channel for d in loaded.deliveries] == ["slack", "mail"]
     assert overall_status(loaded.deliveries) == "pending"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_deskbell_retry_gives_the_same_fresh_budget(engine: str, tmp_path: Path) -> None:
+    """`deskbell retry` calls the same `Store.retry_dead`: budget counted from the replay."""
+    async with fresh_database(engine, tmp_path) as url:
+        db = connect(url)
+        store = Store(db)
+        try:
+            await store.accept(req(), [Target("a")], T0)
+            claimed = await one(store, T0)
+            await store.record_attempt(claimed, dead(T0))
+            env = {"DESKBELL_DATABASE_URL": url}
+            root = logging.getLogger()
+            handlers, level = root.handlers[:], root.level
+            try:  # the CLI runs its own event loop: in a thread of its own
+                done = await asyncio.to_thread(
+                    CliRunner().invoke, cli, ["retry", claimed.delivery.id], env=env
+                )
+                refused = await asyncio.to_thread(
+                    CliRunner().invoke, cli, ["retry", "x\x00"], env=env
+                )
+            finally:  # commands point the root logger at the runner's stream, closed after
+                root.handlers[:] = handlers
+                root.setLevel(level)
+            assert done.exit_code == 0, done.output
+            assert refused.exit_code == 1, refused.output
+            again = await one(store, datetime.now(UTC))
+            assert (again.delivery.attempts, again.budget_attempts) == (2, 1)
+        finally:
+            await db.dispose()
 
 
 async def test_replay_refuses_what_is_not_dead(store: Store) -> None:
