@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import apprise
 import pytest
 from pydantic import ValidationError
 
@@ -100,3 +101,65 @@ def test_urls_are_secret() -> None:
         {"type": "apprise", "urls": "discord://webhook-id/token-123"}
     )
     assert "token-123" not in settings.model_dump_json()
+
+
+# Issue 14, item 21: user text reached Apprise targets with its mentions working. It goes as
+# plain text, so each service escapes its own markup, and every value from the request has
+# its mentions defused, for the services that show plain text as written.
+HOSTILE = "<!channel> @here @Everyone <@U123> <@&42> @all & *bold* \\n x@example.com"
+DEFUSED = (
+    "<\u2060!channel> @\u2060here @\u2060Everyone <\u2060@U123> <\u2060@&42> @\u2060all"
+    " & *bold* \\n x@example.com"
+)
+
+
+async def test_user_text_arrives_with_its_mentions_defused(
+    receiver: Receiver, ctx: ChannelContext
+) -> None:
+    message = make_message(
+        {"topic": "sales", "description": HOSTILE, "customer": {"name": "@here"}}
+    )
+
+    result = await channel(ctx, urls=json_url(receiver)).send(message)
+
+    assert result.outcome is Outcome.SENT
+    body = receiver.requests[0].json()["message"]
+    assert DEFUSED in body  # `\n` stays two characters: escapes are not interpreted
+    assert "Customer: @\u2060here" in body
+    assert "<!channel>" not in body
+
+
+async def test_mattermost_gets_no_working_broadcast(
+    receiver: Receiver, ctx: ChannelContext
+) -> None:
+    url = f"mmost://127.0.0.1:{receiver.port}/token123"
+    message = make_message({"topic": "sales", "description": "@channel @all please"})
+
+    result = await channel(ctx, urls=url).send(message)
+
+    assert result.outcome is Outcome.SENT
+    [request] = receiver.requests
+    text = request.json()["text"]
+    assert "@\u2060channel @\u2060all please" in text
+    assert "@channel" not in text
+
+
+async def test_a_templates_own_mention_is_kept(receiver: Receiver, ctx: ChannelContext) -> None:
+    """Only values from the request are defused: a config author may ping on purpose."""
+    template = {"body": "@here {{ description }}"}
+    sender = channel(ctx, urls=json_url(receiver), template=template)
+
+    assert (await sender.send(make_message({"topic": "s", "description": "@here"}))).outcome is (
+        Outcome.SENT
+    )
+    assert receiver.requests[0].json()["message"] == "@here @\u2060here"
+
+
+def test_slack_through_apprise_escapes_plain_text_itself() -> None:
+    """What deskbell relies on for `slack://` (no local peer can stand in for hooks.slack.com):
+    Apprise's Slack service, handed plain text, escapes `&`, `<`, `>`."""
+    instance = apprise.Apprise()
+    assert instance.add("slack://T1234567/B1234567/abcdefghijklmnopqrstuvwx")
+    [service] = list(instance)
+    converted = service.dialect_convert("<!channel> & <@U1>", apprise.NotifyFormat.TEXT)
+    assert converted == "&lt;!channel&gt; &amp; &lt;@U1&gt;"

@@ -7,7 +7,7 @@ import email.policy
 import socket
 from collections.abc import Iterator
 from email.message import EmailMessage
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -346,7 +346,7 @@ def utf8_parsed(raw: bytes) -> EmailMessage:
     """The headers of an RFC 6532 message, parsed as UTF-8 (the bytes parser reads them as
     ASCII with surrogate escapes); read its 8bit body parts from `ReceivedMail.message`."""
     text = raw.decode("utf-8").replace("\r\n", "\n")
-    return cast("EmailMessage", email.message_from_string(text, policy=email.policy.default))
+    return email.message_from_string(text, policy=email.policy.default)
 
 
 def headers_of(raw: bytes) -> bytes:

@@ -13,6 +13,15 @@ Every URL is checked at load (Apprise must recognise its scheme and arguments); 
 tokens, so they are `SecretStr` and never appear in an error. Apprise's own retries are kept at
 zero and a URL asking for them (`?retry=N`) is refused: only the delivery worker retries.
 
+Escaping: the title and body go to Apprise as plain text (`NotifyFormat.TEXT`), and each
+Apprise service turns plain text into its own format with its own escaping: Slack gets `&`,
+`<`, `>` as entities (so `<!channel>` is text), Telegram and HTML services HTML-escaped text,
+Markdown services backslash-escaped Markdown. Services that show plain text as written
+(Discord, Mattermost, `json://`) escape nothing, and a bare `@everyone` is plain text to every
+escaper, so the templates render in `Mode.CHAT`: each value from the request has its mentions
+(`@channel`, `@here`, `@everyone`, `@all`, `<@...>`, `<!...>`) broken by an invisible word
+joiner. docs/channels.md has the table per service.
+
 Apprise is synchronous (it uses `requests`), so a send runs in a worker thread, bounded by the
 channel's `timeout` both inside Apprise and around the thread. A failed or partial notify is
 transient: Apprise does not say which failures are permanent. A retry after a partial failure
@@ -37,7 +46,7 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
-from deskbell.channels.render import TemplateSpec
+from deskbell.channels.render import Mode, TemplateSpec
 from deskbell.errors import UnsendableMessage
 
 
@@ -59,8 +68,8 @@ class AppriseSettings(ChannelSettings):
     urls: list[SecretStr] = Field(min_length=1)
 
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {
-        "title": TemplateSpec("apprise_title.txt"),
-        "body": TemplateSpec("message.txt"),
+        "title": TemplateSpec("apprise_title.txt", Mode.CHAT),
+        "body": TemplateSpec("message.txt", Mode.CHAT),
     }
 
     @field_validator("urls", mode="before")
@@ -111,7 +120,9 @@ class AppriseChannel:
         result = instance.notify(
             body=body,
             title=title,
+            # Declared as plain text, so each service escapes it for its own markup (below).
             body_format=apprise.NotifyFormat.TEXT,
+            interpret_escapes=False,  # a `\n` a customer typed stays two characters
             timeout=self._settings.timeout,
         )
         if result:

@@ -14,7 +14,9 @@ Why a sandbox: templates come from config, which people other than the code's au
 keeps a template away from Python internals (`{{ ''.__class__.__mro__ }}`) and from mutating
 what it is given. Why modes: the same `{{ description }}` must be escaped differently for HTML
 (autoescape), for Slack mrkdwn (every `{{ ... }}` output goes through `escape_mrkdwn`, so only
-the template's own literal text can mention or link) and not at all for plain text.
+the template's own literal text can mention or link), for chat services reached as plain text
+(Apprise: mentions defused, markup left to each service's own escaping) and not at all for
+plain text.
 
 `StrictUndefined` turns a typo into an error with the template's name and line, found by
 `deskbell config check` (which renders every template against sample requests) rather than as
@@ -37,7 +39,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict
 
 from deskbell.channels.mrkdwn import escape_mrkdwn
-from deskbell.channels.text import single_line, template_context
+from deskbell.channels.text import defuse_mentions, single_line, template_context
 from deskbell.errors import TemplateError
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class Mode(StrEnum):
     TEXT = "text"  # raw: plain-text bodies, subjects, Slack plain_text
     HTML = "html"  # autoescaped
     MRKDWN = "mrkdwn"  # every expression's output escaped for Slack
+    CHAT = "chat"  # plain text for chat services: every expression's mentions defused
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def environment(mode: Mode) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        finalize=_escape_output if mode is Mode.MRKDWN else None,
+        finalize=_FINALIZE.get(mode),
     )
     env.filters["one_line"] = single_line
     return env
@@ -107,6 +110,13 @@ def environment(mode: Mode) -> jinja2.Environment:
 
 def _escape_output(value: object) -> str:
     return escape_mrkdwn("" if value is None else str(value))
+
+
+def _defused_output(value: object) -> str:
+    return defuse_mentions("" if value is None else str(value))
+
+
+_FINALIZE = {Mode.MRKDWN: _escape_output, Mode.CHAT: _defused_output}
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:

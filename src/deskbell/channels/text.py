@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # base.py imports the renderer, which imports this module
     from deskbell.channels.base import Message
 
 ELLIPSIS = "\u2026"
+WORD_JOINER = "\u2060"  # invisible, and no chat service reads a mention across it
+# Broadcasts (`@channel`, `@here`: Slack and Mattermost; `@everyone`, `@here`: Discord; `@all`:
+# Mattermost) and tag openers that ping (`<@U123>` a Slack user, `<@123>` a Discord one,
+# `<!here>` Slack).
+_MENTION = re.compile(r"@(channel|here|everyone|all)\b|<([@!])", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 # Categories a header or a one-line label must never carry: controls (CR, LF, NUL, ...), format
 # characters (bidi overrides can make a subject read backwards), line and paragraph separators.
@@ -54,6 +59,22 @@ def single_line(text: str, limit: int | None = None) -> str:
     )
     cleaned = _SPACES.sub(" ", cleaned).strip()
     return cleaned if limit is None else truncate(cleaned, limit)
+
+
+def defuse_mentions(text: str) -> str:
+    """`text` with every mention a chat service would act on broken by a word joiner after
+    its `@` (or after a `<` before `@`/`!`): it reads the same and pings nobody.
+
+    For targets that show plain text as it is written (Apprise's Discord, Mattermost, JSON):
+    markup each service escapes itself, but a bare `@everyone` is text to every escaper.
+    """
+    return _MENTION.sub(_defused, text)
+
+
+def _defused(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return "@" + WORD_JOINER + match.group(1)
+    return "<" + WORD_JOINER + match.group(2)
 
 
 def details(request: AssistanceRequestIn) -> list[Detail]:
