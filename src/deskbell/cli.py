@@ -127,7 +127,7 @@ def worker() -> None:
 
     from deskbell.metrics import prepare_multiprocess
     from deskbell.observability import configure_logging
-    from deskbell.serving import migrate, settle_heap
+    from deskbell.serving import log_config_warnings, migrate, settle_heap
     from deskbell.wiring import build_runtime
 
     settings = _settings()
@@ -135,6 +135,7 @@ def worker() -> None:
     prepare_multiprocess()
     asyncio.run(migrate(settings))
     runtime = build_runtime(settings, with_workers=True)
+    log_config_warnings(runtime.active.config)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -178,12 +179,15 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> N
         fail(str(exc), code=1)
     from deskbell.channels.sample import check_channel_templates
     from deskbell.clock import SystemClock
+    from deskbell.config.destinations import config_warnings
 
     checked, problems = check_channel_templates(config.channels, SystemClock().now())
     if problems:
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(1)
+    for warning in config_warnings(config):
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"{file}: valid; {len(config.channels)} channels, {len(config.routes)} routes")
     rows = [("MATCH", "CHANNELS", "NOTES"), *routing_table(config)]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]

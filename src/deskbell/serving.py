@@ -26,6 +26,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -35,6 +36,9 @@ from deskbell.metrics import MULTIPROC_ENV
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from deskbell.config.schema import DeskbellConfig
 
 log = structlog.get_logger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = 15
@@ -97,6 +101,14 @@ async def migrate(settings: Settings) -> None:
         await db.dispose()
 
 
+def log_config_warnings(config: DeskbellConfig) -> None:
+    """What `deskbell config check` warns about, logged once at start (serve or worker)."""
+    from deskbell.config.destinations import config_warnings
+
+    for warning in config_warnings(config):
+        log.warning("config_warning", message=warning)
+
+
 def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -127,6 +139,7 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
 
     asyncio.run(migrate(settings))
     runtime = build_runtime(settings, with_workers=with_workers)
+    log_config_warnings(runtime.active.config)
     check_bind(settings, runtime.active.config, insecure=insecure)
     api = create_app(runtime)
     settle_heap()
@@ -165,6 +178,7 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
     from deskbell.wiring import read_config
 
     config, _ = read_config(settings, build_registry())  # fails here, not in N children
+    log_config_warnings(config)
     asyncio.run(migrate(settings))  # once, before any child opens the database
     check_bind(settings, config, insecure=insecure)  # reads api_keys: after the migrations
     # The children read their Settings from the environment, as this process did; the flags

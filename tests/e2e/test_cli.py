@@ -140,3 +140,22 @@ def test_top_level_help_is_for_users() -> None:
     assert "--debug" in result.output
     assert "SPEC" not in result.output
     assert "Thin" not in result.output
+
+
+LOOPBACK_HOOK = """
+channels:
+  hook: {type: webhook, url: "http://127.0.0.1:9/hook?token=s3cret"}
+routes:
+  - match: {topic: sales}
+    to: [hook]
+"""
+
+
+def test_config_check_prints_config_warnings(tmp_path: Path) -> None:
+    config = tmp_path / "hook.yaml"
+    config.write_text(LOOPBACK_HOOK)
+    result = runner.invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: channels.hook.url: the host 127.0.0.1 is a loopback")
+    assert "s3cret" not in result.output

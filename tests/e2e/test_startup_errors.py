@@ -1,6 +1,7 @@
 """Failures of the `deskbell` command, as an operator meets them: each is one `error:` line on
 stderr naming what to change, exit 2, no traceback (unless `--debug`). Real processes of the
-installed `deskbell` script; real PostgreSQL where the failure is PostgreSQL's."""
+installed `deskbell` script; real PostgreSQL where the failure is PostgreSQL's. Also the
+warnings a valid config gets, logged when a worker starts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process import clean_env, free_port
+from tests.process import Deskbell, clean_env, free_port
 
 DESKBELL = Path(sys.executable).parent / "deskbell"
 
@@ -125,3 +126,24 @@ def test_plain_postgres_urls_use_asyncpg(tmp_path: Path, postgres_url: str, sche
     assert upgraded.returncode == 0, upgraded.stderr
     listed = deskbell(["requests", "list"], tmp_path, DESKBELL_DATABASE_URL=url)
     assert listed.returncode == 0, listed.stderr
+
+
+def test_worker_logs_config_warnings_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "hook.yaml"
+    config.write_text(
+        'channels:\n  hook: {type: webhook, url: "http://127.0.0.1:9/h?token=s3cret"}\n'
+        "routes:\n  - match: {topic: sales}\n    to: [hook]\n"
+    )
+    env = {
+        "DESKBELL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'warn.db'}",
+        "DESKBELL_CONFIG": str(config),
+        "DESKBELL_LOG_FORMAT": "json",
+    }
+    worker = Deskbell(["worker"], env=env, workdir=tmp_path, name="worker")
+    try:
+        worker.wait_ready()
+    finally:
+        output = worker.stop()
+    assert '"event": "config_warning"' in output
+    assert "channels.hook.url: the host 127.0.0.1 is a loopback address" in output
+    assert "s3cret" not in output
