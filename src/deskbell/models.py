@@ -72,7 +72,8 @@ def _normalise_topic(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-Topic = Annotated[str, BeforeValidator(_normalise_topic), StringConstraints(pattern=TOPIC_PATTERN)]
+# Constraints before the normaliser (which still runs first): so the JSON schema shows the pattern.
+Topic = Annotated[str, StringConstraints(pattern=TOPIC_PATTERN), BeforeValidator(_normalise_topic)]
 Description = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS),

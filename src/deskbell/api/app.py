@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from deskbell import __version__
 from deskbell.api.auth import Authenticator, read_or_admin, require_scope
+from deskbell.api.docs import install_docs
 from deskbell.api.errors import install_error_handlers
 from deskbell.api.fast_ingest import PATH as INGEST_PATH
 from deskbell.api.fast_ingest import IngestEndpoint
@@ -23,22 +24,37 @@ from deskbell.wiring import Runtime
 
 class DeskbellAPI(FastAPI):
     """FastAPI, except that `POST /v1/assistance-requests` goes straight to the lean ingest
-    path (api/fast_ingest.py) before the middleware stack; everything else, lifespan
-    included, is FastAPI's."""
+    path (api/fast_ingest.py) before the middleware stack, and HEAD is answered wherever GET
+    is (`_head_as_get`); everything else, lifespan included, is FastAPI's."""
 
     ingest_endpoint: IngestEndpoint | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.ingest_endpoint
-        if (
-            endpoint is not None
-            and scope["type"] == "http"
-            and scope["path"] == INGEST_PATH
-            and scope["method"] == "POST"
-        ):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif endpoint is not None and scope["path"] == INGEST_PATH and scope["method"] == "POST":
             await endpoint(scope, receive, send)
+        elif scope["method"] == "HEAD":
+            get_scope, headers_only = _head_as_get(scope, send)
+            await super().__call__(get_scope, receive, headers_only)
         else:
             await super().__call__(scope, receive, send)
+
+
+def _head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """HEAD as the GET of the same URL, with the body left out (RFC 9110 9.3.2).
+
+    FastAPI routes answer only the methods they name, so HEAD /healthz was a 405. The GET
+    answers it, auth and all, and its headers (Content-Length included) go out; its body does
+    not. The server keeps its own scope, which still says HEAD."""
+
+    async def headers_only(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return {**scope, "method": "GET"}, headers_only
 
 
 def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
@@ -61,6 +77,8 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
         # request (17% of the ingest CPU when measured); deskbell's own spans cover ingest and
         # delivery instead (deskbell[otel], docs/operations.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # FastAPI's pages load from a CDN; api/docs.py serves them locally
+        redoc_url=None,
     )
     app.state.runtime = runtime
     app.state.authenticator = authenticator = Authenticator(runtime)
@@ -77,6 +95,7 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     _protected(app, ingest.router, require_scope("ingest"))
     for module in (requests, admin, config, channels):
         _protected(app, module.router)
+    install_docs(app)
     _document_ingest_body(app)
     return app
 
