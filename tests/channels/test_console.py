@@ -84,3 +84,18 @@ async def test_closed_stream_is_transient(http_client: httpx.AsyncClient) -> Non
     assert result.outcome is Outcome.TRANSIENT
     assert result.error is not None
     assert result.error.startswith("console write failed")
+
+
+async def test_a_character_the_stream_cannot_encode_is_escaped_not_failed() -> None:
+    """An emoji on an ASCII console raised UnicodeEncodeError on every attempt (transient);
+    it is written as a backslash escape instead."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    async with httpx.AsyncClient() as http:
+        ascii_console = channel(ChannelContext(http=http, console=stream))
+        message = make_message({"topic": "sales", "description": "Hola \U0001f600 José"})
+
+        result = await ascii_console.send(message)
+
+    assert result.outcome is Outcome.SENT
+    assert "Hola \\U0001f600 Jos\\xe9" in raw.getvalue().decode("ascii")

@@ -15,7 +15,7 @@ from deskbell.channels import build_registry
 from deskbell.channels.base import ChannelContext, ChannelType
 from deskbell.errors import ConfigError
 
-HELPERS = {"addresses", "base", "http", "text", "render", "mrkdwn", "netguard", "sample"}  # shared
+HELPERS = {"addresses", "base", "http", "text", "render", "mrkdwn", "netguard", "sample", "smtp"}
 TESTS = Path(__file__).parent
 
 

@@ -25,6 +25,10 @@ Config block:
 User and password are percent-decoded (`%40` for `@`). Certificates are always verified.
 The URL holds a password, so it is a `SecretStr` and never appears in an error message.
 
+Non-ASCII addresses (addresses.py): IDNA domains always; a non-ASCII local part travels as
+UTF-8 when the server offers SMTPUTF8, else a configured one makes the delivery dead (naming
+why) and a customer's is left out of Reply-To. SMTP plumbing (URL, error classes): smtp.py.
+
 Threading: `Message-ID` is derived from the delivery id, so a retried send that did arrive twice
 is recognisable as the same message; `References` names one id per request, so every email
 about a request (a fallback, a manual retry) threads together; `Auto-Submitted` keeps
@@ -39,11 +43,10 @@ import email.utils
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import ClassVar, Literal
-from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -60,6 +63,7 @@ from deskbell.channels.base import (
     building,
 )
 from deskbell.channels.render import Mode, TemplateSpec
+from deskbell.channels.smtp import SmtpTarget, classify_smtp_error, parse_smtp_url
 from deskbell.channels.text import single_line
 from deskbell.errors import UnsendableMessage
 
@@ -68,75 +72,6 @@ log = logging.getLogger(__name__)
 SUBJECT_PREFIX = "[deskbell]"
 SUBJECT_LIMIT = 250
 _MESSAGE_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how to connect; the password is only ever handed to aiosmtplib."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None = field(repr=False)
-    use_tls: bool
-    start_tls: bool
-
-
-def parse_smtp_url(url: str, *, starttls: bool = False) -> SmtpTarget:
-    """`smtp://` or `smtps://[user:pass@]host[:port]` as a SmtpTarget (rules in the module
-    docstring). Errors never repeat the URL: it may hold a password."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps"):
-        raise ValueError("smtp_url must start with smtp:// or smtps://")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError("smtp_url takes no path or query; use the starttls key for STARTTLS")
-    if not parts.hostname:
-        raise ValueError("smtp_url has no host")
-    try:
-        explicit_port = parts.port
-    except ValueError:
-        raise ValueError("smtp_url has an invalid port") from None
-    implicit_tls = parts.scheme == "smtps"
-    if implicit_tls and starttls:
-        raise ValueError("starttls applies to smtp:// only; smtps:// is TLS already")
-    default_port = 465 if implicit_tls else 587 if starttls else 25
-    return SmtpTarget(
-        host=parts.hostname,
-        port=explicit_port or default_port,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        use_tls=implicit_tls,
-        start_tls=starttls,
-    )
-
-
-def classify_smtp_error(exc: Exception) -> SendResult:
-    """What a failed SMTP send means for the retry stage.
-
-    5xx replies are final (a refused recipient or sender, failed authentication, a rejected
-    message); 4xx replies, timeouts and connection failures may clear up. Recipients refused
-    with 4xx codes only (greylisting, full mailbox) are therefore transient too.
-    """
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        refusals = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-        detail = f"rejected recipient: {refusals}"[:300]
-        if any(r.code >= 500 for r in exc.recipients):
-            return SendResult.permanent(detail)
-        return SendResult.transient(detail)
-    if isinstance(exc, TimeoutError):
-        return SendResult.transient(f"timeout: {type(exc).__name__}")
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        what = (
-            "authentication failed"
-            if isinstance(exc, aiosmtplib.SMTPAuthenticationError)
-            else "SMTP error"
-        )
-        detail = f"{what}: {exc.code} {exc.message}"[:300]
-        return SendResult.permanent(detail) if exc.code >= 500 else SendResult.transient(detail)
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        # The server lacks what the config requires (STARTTLS, AUTH): config, not weather.
-        return SendResult.permanent(f"not supported by the server: {exc.message}"[:300])
-    return SendResult.transient(f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _address(value: str) -> str:
