@@ -115,12 +115,13 @@ async def test_sqlite_plans_read_the_page_from_an_index(sqlite_url: str) -> None
         if args[2].lstrip().upper().startswith("SELECT REQUESTS"):
             seen.append((args[2], args[3]))
 
+    cursor = "01a00000-0000-7000-8000-000000000000"  # a cursor is a request id (a UUID)
     filters: list[dict[str, Any]] = [
         {"status": DeliveryStatus.IN_FLIGHT},
-        {"status": DeliveryStatus.DEAD, "cursor": "01a0"},
+        {"status": DeliveryStatus.DEAD, "cursor": cursor},
         {"status": DeliveryStatus.PENDING, "topic": "sales"},
         {"topic": "support"},
-        {"topic": "support", "cursor": "01a0"},
+        {"topic": "support", "cursor": cursor},
     ]
     try:
         for kwargs in filters:

@@ -33,14 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from deskbell.clock import Clock
 from deskbell.storage.engine import Database
 from deskbell.storage.sqlite_ingest import sqlite_file
-from deskbell.storage.tables import UTCDateTime
+from deskbell.storage.tables import heartbeat
 
 PROBE_TIMEOUT = 1.0  # seconds; a load balancer's probe often times out at 1-2 s
 PROBE_INTERVAL = 1.0  # seconds a result is reused
 
 log = structlog.get_logger(__name__)
 
-heartbeat = sa.table("heartbeat", sa.column("id", sa.Integer), sa.column("beat_at", UTCDateTime))
 
 # The tables ingest and the delivery queue write, locked as their writes lock them.
 _WRITER_LOCK = "LOCK TABLE requests, deliveries, attempts IN ROW EXCLUSIVE MODE"

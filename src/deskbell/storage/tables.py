@@ -120,3 +120,12 @@ api_keys = sa.Table(
     sa.Column("last_used_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+# Migration 0005: one row, updated and committed by `/readyz` to check that writes commit
+# (`storage/health.py`).
+heartbeat = sa.Table(
+    "heartbeat",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("beat_at", UTCDateTime, nullable=True),
+)
