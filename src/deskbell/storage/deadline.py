@@ -8,15 +8,14 @@ retries with its Idempotency-Key. A request whose batch had not begun when its w
 dropped by the writer (`abandoned`), so it is never stored.
 
 The group-commit waits are watched by one timer per writer, not one per request: a timer per
-request (`asyncio.timeout`, `call_later`) cost more than anything else on the ingest path
-added; here a request costs an append to a deque, and the timer runs only while requests wait.
+request (`asyncio.timeout`) cost several times what the rest of this feature does; here a
+request costs an append to a list, and the timer runs only while requests wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import deque
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -53,12 +52,17 @@ def abandoned(future: asyncio.Future[None]) -> bool:
 class Deadline:
     """Ends group-commit waits that outlive `seconds`, and bounds other ingest waits (`run`).
 
+    `watch` only appends the future to the list of the current tick; each tick (while any
+    wait is watched) closes that list with its due time, `seconds` later, drops the answered
+    futures and fails the due ones. So a wait ends between `seconds` and `seconds` plus two
+    ticks, and a request costs no clock read and no timer of its own.
     `None` seconds: no deadline (what a writer built without settings gets)."""
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
         self.tick = min(MAX_TICK, seconds / 4) if seconds else MAX_TICK
-        self._waits: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._open: list[asyncio.Future[None]] = []  # watched since the last tick
+        self._closed: list[tuple[float, list[asyncio.Future[None]]]] = []  # (due, waits)
         self._timer: asyncio.TimerHandle | None = None
         self._late: set[asyncio.Task[object]] = set()
 
@@ -66,23 +70,26 @@ class Deadline:
         """Fail `future` with IngestTimeout if it is still pending `seconds` from now."""
         if self.seconds is None:
             return
-        self._waits.append((loop.time() + self.seconds, future))
+        self._open.append(future)
         if self._timer is None:
             self._timer = loop.call_later(self.tick, self._check, loop)
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Waits are in arrival order: drop the answered ones from the front, fail the due ones."""
         assert self.seconds is not None
         now = loop.time()
-        waits = self._waits
-        while waits:
-            due, future = waits[0]
-            if not future.done():
-                if due > now:
-                    break
-                future.set_exception(IngestTimeout(self.seconds))
-            waits.popleft()
-        self._timer = loop.call_later(self.tick, self._check, loop) if waits else None
+        if self._open:
+            self._closed.append((now + self.seconds, self._open))
+            self._open = []
+        kept = []
+        for due, futures in self._closed:
+            waiting = [f for f in futures if not f.done()]
+            if waiting and due <= now:
+                for future in waiting:
+                    future.set_exception(IngestTimeout(self.seconds))
+            elif waiting:
+                kept.append((due, waiting))
+        self._closed = kept
+        self._timer = loop.call_later(self.tick, self._check, loop) if kept else None
 
     @property
     def late(self) -> int:
