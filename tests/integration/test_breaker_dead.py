@@ -10,6 +10,7 @@ open channel is not claimed) nothing here would go dead for an hour."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -22,12 +23,13 @@ from deskbell.delivery.worker import WorkerPool
 from deskbell.models import DeliveryStatus, Outcome, StoredRequest
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
-from tests.fakes import wait_until_true
+from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack
 
 N = 50
 MAX_ATTEMPTS = 4
 MAX_CONCURRENCY = 4
+FAILURES = 3
 
 
 def config(slack: FakeSlack, *, cool_down: float, max_attempts: int = MAX_ATTEMPTS) -> str:
@@ -39,7 +41,7 @@ channels:
     timeout: 2
     max_concurrency: {MAX_CONCURRENCY}
     retry: {{initial: 0.05, max: 0.2, max_attempts: {max_attempts}}}
-    breaker: {{failures: 3, cool_down: {cool_down}}}
+    breaker: {{failures: {FAILURES}, cool_down: {cool_down}}}
   backup:
     type: console
 routes:
@@ -104,8 +106,9 @@ async def test_open_breaker_deliveries_go_dead_on_their_policy_and_fall_back(
     assert elapsed < 20
     assert all(len(h) == MAX_ATTEMPTS for h in histories)
     assert all(a.outcome is Outcome.TRANSIENT for h in histories for a in h)
-    # Only the sends under way when it opened reached the peer; the rest failed fast.
-    assert 3 <= len(fake_slack.requests) <= MAX_CONCURRENCY
+    # Only the 3 failures that opened it and the sends already under way then (at most
+    # max_concurrency - 1 more) reached the peer; the rest failed fast.
+    assert FAILURES <= len(fake_slack.requests) <= FAILURES + MAX_CONCURRENCY - 1
     failed_fast = [a for h in histories for a in h if "circuit open until" in (a.error or "")]
     assert len(failed_fast) == N * MAX_ATTEMPTS - len(fake_slack.requests)
     # Opened once; the fail-fast attempts neither reopened it nor moved its cool-down.
@@ -145,11 +148,11 @@ async def test_after_the_cool_down_one_probe_is_sent_and_closes_it(
         async with running_app(runtime) as client:
             ids = await post_many(client, 10)
 
-            async def opened() -> bool:
-                return bool(events(logs, "breaker_opened"))
+            def failing_fast() -> bool:
+                lines = events(logs, "delivery_attempt")
+                return any("(not sent)" in (line["error"] or "") for line in lines)
 
-            await wait_until_true(opened, what="the breaker open")
-            failures = len(fake_slack.requests)
+            await wait_until_async(failing_fast, what="attempts failing fast")
             fake_slack.reply_with(200)  # the peer is back; only a probe can find out
 
             async def all_sent() -> bool:
@@ -157,7 +160,17 @@ async def test_after_the_cool_down_one_probe_is_sent_and_closes_it(
                 return all(r.deliveries[0].status is DeliveryStatus.SENT for r in stored)
 
             await wait_until_true(all_sent, timeout=10, what="all sent after the probe")
-    assert len(fake_slack.requests) == failures + 10  # each sent once; no fail-fast reached it
+            stored = await requests_of(runtime, ids)
+            history = [
+                a for r in stored for a in await runtime.store.attempts_of(r.deliveries[0].id)
+            ]
+    answered = Counter(r.status for r in fake_slack.requests)
+    assert answered[200] == 10  # each sent once
+    # Every other request Slack saw is a real failed attempt; no fail-fast one reached it.
+    failed_fast = [a for a in history if "(not sent)" in (a.error or "")]
+    refused = [a for a in history if a.outcome is Outcome.TRANSIENT and a not in failed_fast]
+    assert answered[503] == len(refused)
+    assert failed_fast
     assert len(events(logs, "breaker_opened")) == 1
     (closed,) = events(logs, "breaker_closed")
     assert "http_request_id" not in closed
