@@ -17,6 +17,7 @@ processor, so the stored values are exactly what the ORM-level code writes and r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,7 +188,11 @@ class GroupCommitter:
         """Store one request with the next group; returns once it is committed. Raises
         IngestTimeout past the deadline (the request may still be stored)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="deskbell-group-commit")
+            # A clean context: made inside the first request's, it would carry that request's
+            # http_request_id into every line the writer logs.
+            self._task = asyncio.create_task(
+                self._run(), name="deskbell-group-commit", context=contextvars.Context()
+            )
         pending = PendingRequest.of(payload, targets, trace)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
