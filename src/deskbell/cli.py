@@ -349,8 +349,26 @@ def version() -> None:
     typer.echo(f"deskbell {__version__}")
 
 
+def _quiet_orphaned_sqlite_threads() -> None:
+    """aiosqlite finishes a failed open on its own thread without awaiting it; when the command
+    then fails, that thread can outlive the event loop and print an "Event loop is closed"
+    traceback after the error line. Only that, from aiosqlite's worker threads, is dropped."""
+    import threading
+
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread.name if args.thread else ""
+        if "_connection_worker_thread" in thread and str(args.exc_value) == "Event loop is closed":
+            return
+        default(args)
+
+    threading.excepthook = hook
+
+
 def main() -> None:
     """The `deskbell` command: any failure is one line on stderr and exit 2."""
+    _quiet_orphaned_sqlite_threads()
     try:
         app(prog_name="deskbell")
     except Exception as exc:

@@ -63,11 +63,22 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert "ConnectionRefusedError" in result.stderr
 
 
-def test_unopenable_sqlite_path(tmp_path: Path) -> None:
+def test_sqlite_file_in_a_missing_directory(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'no-such-dir' / 'deskbell.db'}"
     line = one_error_line(deskbell(["db", "upgrade"], tmp_path, DESKBELL_DATABASE_URL=url))
-    assert "cannot open the SQLite database" in line
-    assert "directory exists and is writable" in line
+    assert line == (
+        f"error: cannot create the SQLite database {tmp_path / 'no-such-dir' / 'deskbell.db'}: "
+        f"{tmp_path / 'no-such-dir'} does not exist - create it, or set DESKBELL_DATABASE_URL"
+    )
+
+
+@pytest.mark.parametrize("attempt", range(3))  # the driver's failure races its own thread
+def test_unopenable_sqlite_path(tmp_path: Path, attempt: int) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}"  # a directory: exists, but SQLite cannot open it
+    for command in (["db", "upgrade"], ["serve"]):
+        line = one_error_line(deskbell(command, tmp_path, DESKBELL_DATABASE_URL=url))
+        assert "cannot open the SQLite database" in line
+        assert "directory exists and is writable" in line
 
 
 def test_unusable_url(tmp_path: Path) -> None:

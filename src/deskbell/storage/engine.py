@@ -11,6 +11,7 @@ mean asyncpg, `sqlite://` means aiosqlite; the async drivers are the only ones i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ ASYNC_SCHEMES = {
 
 class NoDatabase(DeskbellError):
     """A command that only reads or edits rows found no SQLite file (and made none)."""
+
+
+class CannotOpenDatabase(DeskbellError):
+    """The SQLite file is missing and its directory cannot hold one."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _check_creatable(path: Path, shown: str, *, must_exist: bool) -> None:
+    """Refuse a missing SQLite file that may not be created, or cannot be. Checked here rather
+    than left to the driver: aiosqlite's failed open finishes on its thread after the event
+    loop may be gone, and a CLI exiting on the error then prints that thread's traceback."""
+    if must_exist:
+        raise NoDatabase(
+            f"no database at {shown} - run `deskbell db upgrade` to create it, or set "
+            "DESKBELL_DATABASE_URL to the one `deskbell serve` uses"
+        )
+    directory = path.parent
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        problem = "does not exist" if not directory.exists() else "is not a writable directory"
+        raise CannotOpenDatabase(
+            f"cannot create the SQLite database {shown}: {directory} {problem} - create it, "
+            "or set DESKBELL_DATABASE_URL"
+        )
+
+
 def connect(
     url: str, *, engine_options: dict[str, Any] | None = None, must_exist: bool = False
 ) -> Database:
@@ -98,11 +121,8 @@ def connect(
         engine = create_async_engine(url, pool_pre_ping=True, **options)
         return Database(url, engine, engine)
     path = sqlite_path(url)
-    if must_exist and path is not None and not path.exists():
-        raise NoDatabase(
-            f"no database at {make_url(url).database} - run `deskbell db upgrade` to create "
-            "it, or set DESKBELL_DATABASE_URL to the one `deskbell serve` uses"
-        )
+    if path is not None and not path.exists():
+        _check_creatable(path, make_url(url).database or "", must_exist=must_exist)
     writer = create_async_engine(url, pool_size=1, max_overflow=0, **options)
     reader = create_async_engine(url, pool_size=4, max_overflow=4, **options)
     _sqlite_pragmas(writer, immediate=True)
