@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -175,8 +176,15 @@ async def test_idempotent_repeat_and_conflict(client: httpx.AsyncClient, runtime
     assert await stored_count(runtime) == 1
 
 
-async def test_database_unavailable_is_503(make_runtime: Callable[..., Runtime]) -> None:
-    runtime = make_runtime(url="sqlite+aiosqlite:////nonexistent-dir/deskbell.db")
+async def test_database_unavailable_is_503(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    # The database's directory vanishes after start (a missing one at start is refused by
+    # `connect`, as a start-up error): no connection can be opened any more.
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    runtime = make_runtime(url=f"sqlite+aiosqlite:///{directory / 'deskbell.db'}")
+    directory.rmdir()
     async with running_app(runtime, start_workers=False) as client:
         answer = await client.post(URL, json=GOOD)
         ready = await client.get("/readyz")
