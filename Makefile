@@ -46,6 +46,7 @@ image-test:
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21
+	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21 --rounds-only --log-level warning
 	$(BIN)/python bench/delivery.py --requests 8000 --rate 500 --seconds 6
 	$(BIN)/python bench/growth.py
 

@@ -16,7 +16,11 @@ After the deskbell runs it checks that every 2xx wrk counted is a row in the dat
 Each run also reports the server's CPU time per request (user and system, all its threads,
 from /proc): steadier than req/s when the machine is noisy.
 
+deskbell runs at its defaults (info logs, one line per request) unless `--log-level` says
+otherwise; `--rounds-only` skips the naive, PostgreSQL and 2-process servers.
+
     .venv/bin/python bench/ingest.py [--seconds 2] [--rounds 21] [--warmup 3] [--single-seconds 8]
+                                     [--log-level warning] [--rounds-only]
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 """
 
@@ -134,9 +138,13 @@ async def rows(url: str) -> int:
         await db.dispose()
 
 
+LOG_LEVEL: str | None = None  # None: deskbell's defaults (info); set by --log-level
+
+
 def deskbell_env(base: Mapping[str, str], url: str, port: int, tmp: Path) -> dict[str, str]:
     """`base` without DESKBELL_ settings, plus those of a deskbell on `url` and `port` that
-    routes the benchmark's topic to a console channel (whose lines go unprinted at warning)."""
+    routes the benchmark's topic to a console channel; the log level is deskbell's default
+    unless `--log-level` names another."""
     config = tmp / "bench.yaml"
     config.write_text(
         "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
@@ -146,7 +154,7 @@ def deskbell_env(base: Mapping[str, str], url: str, port: int, tmp: Path) -> dic
         "DESKBELL_DATABASE_URL": url,
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(port),
-        "DESKBELL_LOG_LEVEL": "warning",
+        **({"DESKBELL_LOG_LEVEL": LOG_LEVEL} if LOG_LEVEL else {}),
     }
 
 
@@ -279,7 +287,15 @@ async def main() -> None:
         "--single-seconds", type=int, default=8, help="each run of naive, PostgreSQL, 2 processes"
     )
     parser.add_argument("--rounds", type=int, default=21, help="floor/deskbell SQLite pairs")
+    parser.add_argument(
+        "--log-level", default=None, help="deskbell's DESKBELL_LOG_LEVEL (default: its defaults)"
+    )
+    parser.add_argument(
+        "--rounds-only", action="store_true", help="only the floor/SQLite rounds, no other servers"
+    )
     args = parser.parse_args()
+    global LOG_LEVEL
+    LOG_LEVEL = args.log_level
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as name:
@@ -292,12 +308,13 @@ async def main() -> None:
         rounds.sort(key=lambda r: r[0])
         ratio, floor, sqlite = rounds[len(rounds) // 2]  # the median round
         single = argparse.Namespace(**{**vars(args), "seconds": args.single_seconds})
-        naive = run_plain("naive_app:app", env, single, tmp, script)
-        processes_2 = await run_deskbell_processes(
-            f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", single, tmp, script
-        )
-        postgres = None
-        pg = await fresh_postgres()
+        naive = processes_2 = postgres = None
+        if not args.rounds_only:
+            naive = run_plain("naive_app:app", env, single, tmp, script)
+            processes_2 = await run_deskbell_processes(
+                f"sqlite+aiosqlite:///{tmp / 'bench-processes.db'}", single, tmp, script
+            )
+        pg = None if args.rounds_only else await fresh_postgres()
         if pg is not None:
             try:
                 postgres = await run_deskbell(pg[0], single, tmp, script)
@@ -305,6 +322,7 @@ async def main() -> None:
                 await drop_postgres(pg[1])
     print(orjson.dumps({
         "benchmark": "ingest",
+        "log_level": LOG_LEVEL or "defaults (info)",
         "cpus": os.cpu_count(),
         "connections": args.connections,
         "seconds": args.seconds,
