@@ -17,7 +17,7 @@ import structlog
 
 from deskbell.channels import build_registry
 from deskbell.channels.base import Channel, ChannelContext, ChannelSettings, ChannelType
-from deskbell.channels.http import ChannelHTTPClient
+from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.clock import Clock, SystemClock
 from deskbell.config.load import DEMO_CONFIG_YAML, build_router, load_config, parse_config
 from deskbell.config.schema import DeskbellConfig

@@ -1,4 +1,4 @@
-"""Fixtures for channel tests: the channels' own HTTP client (channels/http.py) and a
+"""Fixtures for channel tests: the channels' own HTTP client (channels/kit/http.py) and a
 context with a StringIO console. The real local peers `fake_slack` and `fake_smtp` come from
 tests/conftest.py. Each fixture closes what it opens, because pytest turns a ResourceWarning
 from a leaked socket into a failure."""
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deskbell.channels.base import ChannelContext
-from deskbell.channels.http import ChannelHTTPClient
+from deskbell.channels.kit.http import ChannelHTTPClient
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from deskbell.channels.base import ChannelContext
 from deskbell.channels.email import CHANNEL_TYPE, EmailChannel
-from deskbell.channels.smtp import parse_smtp_url
+from deskbell.channels.kit.smtp import parse_smtp_url
 from deskbell.models import Outcome
 from tests.fakes import make_message
 from tests.fakes.smtp import FakeSMTP

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deskbell.channels.base import classify_http_error
-from deskbell.channels.http import ChannelHTTPClient
+from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.models import Outcome
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -10,7 +10,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from deskbell.channels import build_registry
-from deskbell.channels.render import (
+from deskbell.channels.kit.render import (
     Mode,
     TemplateOverride,
     TemplateSpec,
@@ -18,7 +18,7 @@ from deskbell.channels.render import (
     environment,
     render,
 )
-from deskbell.channels.sample import check_channel_templates, sample_messages
+from deskbell.channels.kit.sample import check_channel_templates, sample_messages
 from deskbell.config.load import parse_config
 from deskbell.errors import ConfigError, TemplateError
 from tests.fakes import make_message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deskbell.channels.text import ELLIPSIS, details, redact, single_line, truncate
+from deskbell.channels.kit.text import ELLIPSIS, details, redact, single_line, truncate
 from tests.fakes import make_message
 
 

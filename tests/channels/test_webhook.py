@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
 from deskbell.channels.base import ChannelContext
-from deskbell.channels.netguard import refusal
+from deskbell.channels.kit.netguard import refusal
 from deskbell.channels.webhook import CHANNEL_TYPE, WebhookChannel
 from deskbell.models import Outcome
 from tests.fakes import make_message

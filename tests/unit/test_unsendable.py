@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from deskbell.channels.base import ChannelContext, ChannelSettings, Message, SendResult, building
-from deskbell.channels.http import ChannelHTTPClient
+from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.channels.webhook import CHANNEL_TYPE as WEBHOOK
 from deskbell.delivery.dispatch import send_once
 from deskbell.errors import UnsendableMessage

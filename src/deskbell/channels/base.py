@@ -18,7 +18,7 @@ from typing import IO, Any, ClassVar, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from deskbell.channels.render import TemplateOverride, TemplateSpec, compile_override, load_override
+from deskbell.channels.kit.render import TemplateOverride, TemplateSpec, compile_override, load_override
 from deskbell.clock import Clock, SystemClock
 from deskbell.delivery.breaker import BreakerConfig
 from deskbell.delivery.policy import RetryConfig
@@ -100,7 +100,7 @@ class ChannelSettings(BaseModel):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     template: dict[str, TemplateOverride] = Field(default_factory=dict)
 
-    # The templates this channel type renders (see channels/render.py); a subclass sets it.
+    # The templates this channel type renders (see channels/kit/render.py); a subclass sets it.
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {}
 
     @field_validator("template", mode="before")

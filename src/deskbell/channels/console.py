@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, ClassVar, Literal
 
-from deskbell.channels import render as templates
+from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -26,7 +26,7 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
-from deskbell.channels.render import TemplateSpec
+from deskbell.channels.kit.render import TemplateSpec
 from deskbell.errors import UnsendableMessage
 
 RULE = "=" * 72

@@ -25,9 +25,9 @@ Config block:
 User and password are percent-decoded (`%40` for `@`). Certificates are always verified.
 The URL holds a password, so it is a `SecretStr` and never appears in an error message.
 
-Non-ASCII addresses (addresses.py): IDNA domains always; a non-ASCII local part travels as
+Non-ASCII addresses (kit/addresses.py): IDNA domains always; a non-ASCII local part travels as
 UTF-8 when the server offers SMTPUTF8, else a configured one makes the delivery dead (naming
-why) and a customer's is left out of Reply-To. SMTP plumbing (URL, error classes): smtp.py.
+why) and a customer's is left out of Reply-To. SMTP plumbing (URL, error classes): kit/smtp.py.
 
 Threading: `Message-ID` is derived from the delivery id, so a retried send that did arrive twice
 is recognisable as the same message; `References` names one id per request, so every email
@@ -52,8 +52,8 @@ import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import validate_email
 
-from deskbell.channels import addresses
-from deskbell.channels import render as templates
+from deskbell.channels.kit import addresses
+from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -62,9 +62,9 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
-from deskbell.channels.render import Mode, TemplateSpec
-from deskbell.channels.smtp import SmtpTarget, classify_smtp_error, parse_smtp_url
-from deskbell.channels.text import single_line
+from deskbell.channels.kit.render import Mode, TemplateSpec
+from deskbell.channels.kit.smtp import SmtpTarget, classify_smtp_error, parse_smtp_url
+from deskbell.channels.kit.text import single_line
 from deskbell.errors import UnsendableMessage
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def build_outgoing(
     rendered: Rendered | None = None,
 ) -> Outgoing:
     """The MIME message (plain text first, HTML second) and its envelope, for a server that
-    does (`smtputf8=True`) or does not offer SMTPUTF8 (addresses.py says how each address is
+    does (`smtputf8=True`) or does not offer SMTPUTF8 (kit/addresses.py says how each address is
     written). A configured address this server cannot take raises UnsendableMessage; the
     customer's address, only a Reply-To convenience, is then left out (the body shows it).
 

@@ -16,7 +16,7 @@ Config block, one of:
 The message: a header with the topic, the description (`body`), fields for the customer and
 language, a Metadata section of fields, a button to the conversation and a context line with
 the request id; `text` is the plain fallback shown in notifications. Every value from the
-request is escaped (mrkdwn.py), and anything over Slack's limits is cut with a visible
+request is escaped (kit/mrkdwn.py), and anything over Slack's limits is cut with a visible
 "(truncated)" marker instead of being refused with `invalid_blocks`.
 
 The two transports answer differently. A webhook speaks HTTP status codes (shared classifier).
@@ -38,7 +38,7 @@ import httpx
 import orjson
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
-from deskbell.channels import render as templates
+from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -50,15 +50,15 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
-from deskbell.channels.mrkdwn import (
+from deskbell.channels.kit.mrkdwn import (
     WORD_JOINER,
     escape_fitted,
     escape_mrkdwn,
     fit_escaped,
     slack_link,
 )
-from deskbell.channels.render import Mode, TemplateSpec
-from deskbell.channels.text import ELLIPSIS, details, metadata_items, redact, truncate
+from deskbell.channels.kit.render import Mode, TemplateSpec
+from deskbell.channels.kit.text import ELLIPSIS, details, metadata_items, redact, truncate
 from deskbell.errors import UnsendableMessage
 
 __all__ = ["CHANNEL_TYPE", "WORD_JOINER", "escape_fitted", "escape_mrkdwn", "slack_link"]

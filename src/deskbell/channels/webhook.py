@@ -21,7 +21,7 @@ repeat), `webhook-timestamp` (Unix seconds) and, with a secret, `webhook-signatu
 reference library, so any Standard Webhooks verifier accepts it.
 
 The destination is checked after DNS resolution and the connection goes to the checked
-address (netguard.py): a config cannot make deskbell call its own admin port, the private
+address (kit/netguard.py): a config cannot make deskbell call its own admin port, the private
 network or the cloud metadata service by accident. Redirects are never followed.
 """
 
@@ -50,8 +50,8 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
-from deskbell.channels.netguard import BlockedDestination, UnresolvableHost, pin
-from deskbell.channels.text import redact
+from deskbell.channels.kit.netguard import BlockedDestination, UnresolvableHost, pin
+from deskbell.channels.kit.text import redact
 from deskbell.errors import UnsendableMessage
 
 EVENT_TYPE = "assistance_request.accepted"

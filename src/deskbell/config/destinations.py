@@ -15,7 +15,7 @@ import ipaddress
 
 import httpx
 
-from deskbell.channels.netguard import IPAddress, refusal
+from deskbell.channels.kit.netguard import IPAddress, refusal
 from deskbell.channels.webhook import WebhookSettings
 from deskbell.config.schema import DeskbellConfig
 

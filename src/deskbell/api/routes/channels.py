@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError
 from deskbell.api.schemas import ErrorOut
-from deskbell.channels.sample import send_sample
+from deskbell.channels.kit.sample import send_sample
 from deskbell.models import Outcome
 
 router = APIRouter(tags=["channels"])

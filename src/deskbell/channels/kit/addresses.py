@@ -18,7 +18,7 @@ from email.headerregistry import Address
 
 from email_validator import validate_email
 
-from deskbell.channels.text import single_line
+from deskbell.channels.kit.text import single_line
 from deskbell.errors import UnsendableMessage
 
 

@@ -38,8 +38,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict
 
-from deskbell.channels.mrkdwn import escape_mrkdwn
-from deskbell.channels.text import defuse_mentions, single_line, template_context
+from deskbell.channels.kit.mrkdwn import escape_mrkdwn
+from deskbell.channels.kit.text import defuse_mentions, single_line, template_context
 from deskbell.errors import TemplateError
 
 if TYPE_CHECKING:
