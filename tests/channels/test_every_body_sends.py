@@ -28,8 +28,8 @@ from standardwebhooks.webhooks import Webhook
 
 from deskbell.channels import apprise, build_registry, console, slack, webhook
 from deskbell.channels import email as email_channel
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import ChannelContext, Message
+from deskbell.channels.kit import render as templates
 from deskbell.models import IJSON_MAX_INT, MAX_METADATA_KEYS, AssistanceRequestIn
 from deskbell.storage.records import new_id
 

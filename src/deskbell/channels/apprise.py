@@ -37,7 +37,6 @@ from typing import Any, ClassVar, Literal
 import apprise
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -46,6 +45,7 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
+from deskbell.channels.kit import render as templates
 from deskbell.channels.kit.render import Mode, TemplateSpec
 from deskbell.errors import UnsendableMessage
 

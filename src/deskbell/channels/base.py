@@ -18,7 +18,12 @@ from typing import IO, Any, ClassVar, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from deskbell.channels.kit.render import TemplateOverride, TemplateSpec, compile_override, load_override
+from deskbell.channels.kit.render import (
+    TemplateOverride,
+    TemplateSpec,
+    compile_override,
+    load_override,
+)
 from deskbell.clock import Clock, SystemClock
 from deskbell.delivery.breaker import BreakerConfig
 from deskbell.delivery.policy import RetryConfig

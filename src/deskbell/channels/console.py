@@ -17,7 +17,6 @@ import sys
 from collections.abc import Mapping
 from typing import IO, ClassVar, Literal
 
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -26,6 +25,7 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
+from deskbell.channels.kit import render as templates
 from deskbell.channels.kit.render import TemplateSpec
 from deskbell.errors import UnsendableMessage
 

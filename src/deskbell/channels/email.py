@@ -52,8 +52,6 @@ import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.networks import validate_email
 
-from deskbell.channels.kit import addresses
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -62,6 +60,8 @@ from deskbell.channels.base import (
     SendResult,
     building,
 )
+from deskbell.channels.kit import addresses
+from deskbell.channels.kit import render as templates
 from deskbell.channels.kit.render import Mode, TemplateSpec
 from deskbell.channels.kit.smtp import SmtpTarget, classify_smtp_error, parse_smtp_url
 from deskbell.channels.kit.text import single_line

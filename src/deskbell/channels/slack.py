@@ -38,7 +38,6 @@ import httpx
 import orjson
 from pydantic import ConfigDict, SecretStr, field_validator, model_validator
 
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -50,6 +49,7 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
+from deskbell.channels.kit import render as templates
 from deskbell.channels.kit.mrkdwn import (
     WORD_JOINER,
     escape_fitted,

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from deskbell.channels.kit import render
 from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
+from deskbell.channels.kit import render
 from deskbell.errors import UnsendableMessage
 from deskbell.models import AssistanceRequestIn, Outcome
 

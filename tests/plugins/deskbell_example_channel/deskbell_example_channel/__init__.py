@@ -18,7 +18,6 @@ from typing import ClassVar, Literal
 import httpx
 from pydantic import ConfigDict, Field, SecretStr
 
-from deskbell.channels.kit import render as templates
 from deskbell.channels.base import (
     ChannelContext,
     ChannelSettings,
@@ -29,6 +28,7 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
+from deskbell.channels.kit import render as templates
 from deskbell.channels.kit.render import TemplateSpec
 from deskbell.channels.kit.text import redact, single_line
 from deskbell.errors import TemplateError
