@@ -15,10 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from deskbell.api.schemas import overall_status
-from deskbell.channels.base import SendResult
+from deskbell.channels.base import RetryConfig, SendResult
 from deskbell.cli import app as cli
 from deskbell.delivery.dispatch import next_status
-from deskbell.delivery.policy import RetryConfig
 from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
 from deskbell.storage.engine import connect

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from deskbell.delivery.breaker import Breaker, BreakerConfig, BreakerState
+from deskbell.delivery.breaker import Breaker, BreakerState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_opens_after_consecutive_failures_then_fails_fast_at_full_room() -> None:
-    breaker = Breaker(BreakerConfig(failures=3, cool_down=10))
+    breaker = Breaker(failures=3, cool_down=10)
     assert breaker.record(transient_failure=True, now=T0) is None
     assert breaker.record(transient_failure=True, now=T0) is None
     assert breaker.record(transient_failure=True, now=T0) is BreakerState.OPEN
@@ -21,7 +21,7 @@ def test_opens_after_consecutive_failures_then_fails_fast_at_full_room() -> None
 
 
 def test_success_resets_the_count() -> None:
-    breaker = Breaker(BreakerConfig(failures=2))
+    breaker = Breaker(failures=2)
     breaker.record(transient_failure=True, now=T0)
     breaker.record(transient_failure=False, now=T0)
     assert breaker.record(transient_failure=True, now=T0) is None
@@ -30,7 +30,7 @@ def test_success_resets_the_count() -> None:
 
 
 def test_half_open_probes_one_then_closes_or_reopens() -> None:
-    breaker = Breaker(BreakerConfig(failures=1, cool_down=10))
+    breaker = Breaker(failures=1, cool_down=10)
     breaker.record(transient_failure=True, now=T0)
     later = T0 + timedelta(seconds=10)
     assert breaker.allowance(later, limit=8, in_flight=0) == 1
@@ -50,7 +50,7 @@ def test_half_open_probes_one_then_closes_or_reopens() -> None:
 
 def test_late_failures_while_open_do_not_extend_the_cool_down() -> None:
     """Sends started before it opened still report; the cool-down runs from the opening."""
-    breaker = Breaker(BreakerConfig(failures=2, cool_down=10))
+    breaker = Breaker(failures=2, cool_down=10)
     breaker.record(transient_failure=True, now=T0)
     breaker.record(transient_failure=True, now=T0)
     late = T0 + timedelta(seconds=8)
@@ -60,7 +60,7 @@ def test_late_failures_while_open_do_not_extend_the_cool_down() -> None:
 
 
 def test_an_abandoned_probe_lets_the_next_claim_probe() -> None:
-    breaker = Breaker(BreakerConfig(failures=1, cool_down=10))
+    breaker = Breaker(failures=1, cool_down=10)
     breaker.record(transient_failure=True, now=T0)
     later = T0 + timedelta(seconds=10)
     assert breaker.admit(later)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from deskbell.channels.base import ChannelSettings, Message, SendResult
-from deskbell.delivery.dispatch import send_once
+from deskbell.channels.base import ChannelSettings, Message, SendResult, send_once
 from deskbell.models import Outcome
 from tests.fakes import make_message
 

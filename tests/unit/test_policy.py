@@ -7,9 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deskbell.channels.base import ChannelSettings, SendResult, classify_http, parse_retry_after
+from deskbell.channels.base import (
+    ChannelSettings,
+    RetryConfig,
+    SendResult,
+    classify_http,
+    parse_retry_after,
+)
 from deskbell.delivery.dispatch import next_status
-from deskbell.delivery.policy import RetryConfig, RetryPolicy
+from deskbell.delivery.policy import RetryPolicy
 from deskbell.models import AssistanceRequestIn, Delivery, DeliveryStatus, Outcome
 from deskbell.storage.store import Claimed
 
@@ -54,7 +60,7 @@ def test_retry_after_is_a_floor_and_capped() -> None:
 
 
 def test_retry_config_defaults_match_the_spec() -> None:
-    policy = RetryConfig().policy()
+    policy = RetryPolicy.of(RetryConfig())
     assert (policy.max_attempts, policy.max_age, policy.initial, policy.cap) == (
         10,
         timedelta(hours=24),

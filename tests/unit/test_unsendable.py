@@ -12,10 +12,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from deskbell.channels.base import ChannelContext, ChannelSettings, Message, SendResult, building
+from deskbell.channels.base import (
+    ChannelContext,
+    ChannelSettings,
+    Message,
+    SendResult,
+    building,
+    send_once,
+)
 from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.channels.webhook import CHANNEL_TYPE as WEBHOOK
-from deskbell.delivery.dispatch import send_once
 from deskbell.errors import UnsendableMessage
 from deskbell.models import IJSON_MAX_INT, AssistanceRequestIn, Outcome
 from tests.fakes import make_message

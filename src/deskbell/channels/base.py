@@ -7,6 +7,7 @@ delivery worker decides what happens next (see delivery/dispatch.py).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
 import httpx
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from deskbell.channels.kit.render import (
@@ -25,10 +27,10 @@ from deskbell.channels.kit.render import (
     load_override,
 )
 from deskbell.clock import Clock, SystemClock
-from deskbell.delivery.breaker import BreakerConfig
-from deskbell.delivery.policy import RetryConfig
 from deskbell.errors import TemplateError, UnsendableMessage
 from deskbell.models import AssistanceRequestIn, Outcome
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,30 @@ def building() -> Iterator[None]:
         raise UnsendableMessage(str(exc)) from exc
     except Exception as exc:
         raise UnsendableMessage(f"cannot render/encode: {type(exc).__name__}: {exc}") from exc
+
+
+class RetryConfig(BaseModel):
+    """The `retry:` block of a channel; defaults as SPEC §5. delivery/policy.py turns it into
+    a RetryPolicy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    max_age: float = Field(default=24 * 3600, gt=0, description="seconds since accept")
+    initial: float = Field(default=1.0, gt=0, description="first backoff, seconds")
+    max: float = Field(default=300.0, gt=0, description="backoff cap, seconds")
+    max_retry_after: float = Field(
+        default=3600.0, gt=0, description="cap on a server's Retry-After, seconds"
+    )
+
+
+class BreakerConfig(BaseModel):
+    """The `breaker:` block of a channel; delivery/breaker.py runs it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failures: int = Field(default=5, ge=1, le=1000, description="consecutive transient failures")
+    cool_down: float = Field(default=30.0, gt=0, le=86400, description="seconds paused")
 
 
 class ChannelSettings(BaseModel):
@@ -148,6 +174,29 @@ class Channel(Protocol):
         cannot be built is `SendResult.unsendable` (raising `UnsendableMessage` means the same:
         the worker records it as permanent)."""
         ...
+
+
+async def send_once(channel: Channel, settings: ChannelSettings, message: Message) -> SendResult:
+    """One send through `channel`, as the delivery worker and test sends both make it: bounded
+    by the channel's timeout, never raising.
+
+    `UnsendableMessage` is the message's fault (it cannot be rendered or encoded for this
+    channel): permanent, so a delivery goes dead with the reason, falls back, and the
+    channel's breaker never hears of it. Any other exception is a bug of ours, not of the
+    message, and one bad channel must not take a worker down or lose a delivery, so it is
+    reported as a transient failure (retried) and logged with its traceback.
+    """
+    try:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for runs the send as a task of its own.
+        async with asyncio.timeout(settings.timeout + 1.0):
+            return await channel.send(message)
+    except TimeoutError:
+        return SendResult.transient(f"timeout after {settings.timeout:g}s")
+    except UnsendableMessage as exc:
+        return SendResult.unsendable(exc)
+    except Exception as exc:
+        log.exception("channel_crashed", channel=message.channel, delivery_id=message.delivery_id)
+        return SendResult.transient(f"channel error: {type(exc).__name__}: {exc}")
 
 
 ChannelFactory = Callable[[str, Any, ChannelContext], Channel]

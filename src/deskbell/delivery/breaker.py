@@ -19,17 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class BreakerConfig(BaseModel):
-    """The `breaker:` block of a channel."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    failures: int = Field(default=5, ge=1, le=1000, description="consecutive transient failures")
-    cool_down: float = Field(default=30.0, gt=0, le=86400, description="seconds paused")
-
 
 class BreakerState(StrEnum):
     CLOSED = "closed"
@@ -39,7 +28,11 @@ class BreakerState(StrEnum):
 
 @dataclass
 class Breaker:
-    config: BreakerConfig
+    """One channel's breaker: opens after `failures` consecutive transient failures, for
+    `cool_down` seconds (a channel's `breaker:` block, channels/base.py BreakerConfig)."""
+
+    failures: int = 5
+    cool_down: float = 30.0
     state: BreakerState = BreakerState.CLOSED
     consecutive_failures: int = 0
     open_until: datetime | None = None
@@ -82,11 +75,10 @@ class Breaker:
         else:
             self.consecutive_failures += 1
             if self.state is BreakerState.HALF_OPEN or (
-                self.state is BreakerState.CLOSED
-                and self.consecutive_failures >= self.config.failures
+                self.state is BreakerState.CLOSED and self.consecutive_failures >= self.failures
             ):
                 self.state = BreakerState.OPEN
-                self.open_until = now + timedelta(seconds=self.config.cool_down)
+                self.open_until = now + timedelta(seconds=self.cool_down)
         if self.state is not before:
             self.probing = False
             return self.state

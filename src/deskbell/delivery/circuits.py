@@ -57,7 +57,9 @@ class Circuits:
         for name, (_, settings) in channels.items():
             breaker = self._breakers.get(name)
             if breaker is None:
-                breaker = self._breakers[name] = Breaker(settings.breaker)
+                limits = settings.breaker
+                breaker = Breaker(failures=limits.failures, cool_down=limits.cool_down)
+                self._breakers[name] = breaker
                 if self.metrics is not None:
                     self.metrics.breaker(name, False)  # the series exists from the start
             room[name] = breaker.allowance(now, settings.max_concurrency, running.get(name, 0))

@@ -5,16 +5,15 @@ This is the only place a delivery meets a channel and the only place that decide
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
 import structlog
 
-from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
+from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult, send_once
 from deskbell.clock import Clock
-from deskbell.errors import UnsendableMessage
+from deskbell.delivery.policy import RetryPolicy
 from deskbell.metrics import Metrics
 from deskbell.models import DeliveryStatus, Outcome
 from deskbell.storage.records import AttemptResult, Claimed
@@ -42,28 +41,6 @@ def message_for(claimed: Claimed) -> Message:
     )
 
 
-async def send_once(channel: Channel, settings: ChannelSettings, message: Message) -> SendResult:
-    """The channel's own send, bounded by its timeout; a timeout or a crash is transient.
-
-    `UnsendableMessage` is the message's fault (it cannot be rendered or encoded for this
-    channel): permanent, so the delivery goes dead with the reason, falls back, and the
-    channel's breaker never hears of it. Any other exception is a bug of ours, not of the
-    message, and one bad channel must not take the worker down or lose the delivery, so it is
-    recorded as a transient failure and retried.
-    """
-    try:
-        # asyncio.timeout, not wait_for: on 3.11 wait_for runs the send as a task of its own.
-        async with asyncio.timeout(settings.timeout + 1.0):
-            return await channel.send(message)
-    except TimeoutError:
-        return SendResult.transient(f"timeout after {settings.timeout:g}s")
-    except UnsendableMessage as exc:
-        return SendResult.unsendable(exc)
-    except Exception as exc:
-        log.exception("channel_crashed", channel=message.channel, delivery_id=message.delivery_id)
-        return SendResult.transient(f"channel error: {type(exc).__name__}: {exc}")
-
-
 def next_status(
     claimed: Claimed, result: SendResult, settings: ChannelSettings | None, now: datetime
 ) -> tuple[DeliveryStatus, datetime | None]:
@@ -72,7 +49,7 @@ def next_status(
         return DeliveryStatus.SENT, None
     if result.outcome is Outcome.PERMANENT or settings is None:
         return DeliveryStatus.DEAD, None
-    next_at = settings.retry.policy().next_attempt_at(
+    next_at = RetryPolicy.of(settings.retry).next_attempt_at(
         attempts=claimed.budget_attempts,  # since the last replay, if any
         accepted_at=claimed.budget_since,
         now=now,

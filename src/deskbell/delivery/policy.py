@@ -5,40 +5,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class RetryConfig(BaseModel):
-    """The `retry:` block of a channel; defaults as SPEC §5."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_attempts: int = Field(default=10, ge=1, le=1000)
-    max_age: float = Field(default=24 * 3600, gt=0, description="seconds since accept")
-    initial: float = Field(default=1.0, gt=0, description="first backoff, seconds")
-    max: float = Field(default=300.0, gt=0, description="backoff cap, seconds")
-    max_retry_after: float = Field(
-        default=3600.0, gt=0, description="cap on a server's Retry-After, seconds"
-    )
-
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            max_attempts=self.max_attempts,
-            max_age=timedelta(seconds=self.max_age),
-            initial=self.initial,
-            cap=self.max,
-            max_retry_after=self.max_retry_after,
-        )
+if TYPE_CHECKING:
+    from deskbell.channels.base import RetryConfig
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by attempts and by age.
+    """Exponential backoff with equal jitter, bounded by attempts and by age.
 
-    Full jitter (a uniform draw in [0, backoff]) keeps many deliveries that failed together
-    from retrying together; a server's Retry-After is a floor, capped so a hostile or buggy
-    peer cannot park a delivery for days.
+    Equal jitter (half the backoff fixed, the other half a uniform draw: a wait in
+    [backoff/2, backoff]) keeps many deliveries that failed together from retrying together
+    while never retrying much sooner than the backoff says; a server's Retry-After is a floor,
+    capped so a hostile or buggy peer cannot park a delivery for days.
     """
 
     max_attempts: int = 10
@@ -47,8 +27,20 @@ class RetryPolicy:
     cap: float = 300.0
     max_retry_after: float = 3600.0
 
+    @classmethod
+    def of(cls, config: RetryConfig) -> RetryPolicy:
+        """The policy of a channel's `retry:` block."""
+        return cls(
+            max_attempts=config.max_attempts,
+            max_age=timedelta(seconds=config.max_age),
+            initial=config.initial,
+            cap=config.max,
+            max_retry_after=config.max_retry_after,
+        )
+
     def backoff(self, attempts: int) -> float:
-        """Upper bound of the wait after `attempts` failed attempts (1-based)."""
+        """The backoff after `attempts` failed attempts (1-based): the wait is drawn from its
+        upper half."""
         return float(min(self.cap, self.initial * 2 ** max(0, attempts - 1)))
 
     def next_attempt_at(

@@ -8,16 +8,14 @@ a customer or a conversation link shows up).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
+from deskbell.channels.base import Channel, ChannelSettings, Message, send_once
 from deskbell.channels.kit import render
-from deskbell.errors import UnsendableMessage
 from deskbell.models import AssistanceRequestIn, Outcome
 
 SAMPLE_TOPIC = "deskbell-test"
@@ -81,18 +79,11 @@ class SampleSend:
 async def send_sample(
     name: str, channel: Channel, settings: ChannelSettings, now: datetime
 ) -> SampleSend:
-    """Send the full sample through `channel` once, bounded by its timeout like a delivery;
-    a crash is reported as a transient failure, as the worker would record it."""
+    """Send the full sample through `channel` once, the way a delivery is sent (`send_once`:
+    bounded by its timeout, a crash reported as a transient failure)."""
     message = sample_messages(name, now)["full"]
     started = time.perf_counter()
-    try:
-        result = await asyncio.wait_for(channel.send(message), timeout=settings.timeout + 1.0)
-    except TimeoutError:
-        result = SendResult.transient(f"timeout after {settings.timeout:g}s")
-    except UnsendableMessage as exc:
-        result = SendResult.unsendable(exc)
-    except Exception as exc:
-        result = SendResult.transient(f"channel error: {type(exc).__name__}")
+    result = await send_once(channel, settings, message)
     duration = round((time.perf_counter() - started) * 1000, 1)
     return SampleSend(
         channel=name,
