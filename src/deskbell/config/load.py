@@ -16,11 +16,10 @@ import yaml
 from pydantic import ValidationError
 
 from deskbell.channels.base import ChannelSettings, ChannelType
-from deskbell.config.matchers import check_routes
-from deskbell.config.schema import DeskbellConfig, MatchSpec, RawConfig, RegexSpec
+from deskbell.config.matchers import check_routes, route_matchers
+from deskbell.config.schema import DeskbellConfig, RawConfig
 from deskbell.errors import ConfigError
 from deskbell.routing.router import Route, Router
-from deskbell.routing.rules import Equals, Matcher, OneOf, Regex
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -144,38 +143,20 @@ def _cross_check(raw: RawConfig, channels: Mapping[str, ChannelSettings]) -> Non
             require(channel, f"routes[{index}].to[{position}]")
         if route.fallback is not None:
             require(route.fallback, f"routes[{index}].fallback")
-        for path, spec in route.match.items():
-            if isinstance(spec, RegexSpec):
-                try:
-                    re.compile(spec.regex)
-                except re.error as exc:
-                    raise ConfigError(f"routes[{index}].match.{path}: bad regex: {exc}") from exc
     if isinstance(raw.default, list):
         for position, channel in enumerate(raw.default):
             require(channel, f"default[{position}]")
 
 
-def _matcher(path: str, spec: MatchSpec) -> Matcher:
-    """Exact values are already in stored form (`parse_config` canonicalised them), so they
-    compare as they are."""
-    if isinstance(spec, RegexSpec):
-        return Regex(path, re.compile(spec.regex))
-    if isinstance(spec, list):
-        return OneOf(path, frozenset(spec))
-    if isinstance(spec, bool):
-        return Equals(path, "true" if spec else "false")
-    return Equals(path, str(spec))
-
-
 def build_router(config: DeskbellConfig) -> Router:
     routes = [
         Route(
-            matchers=tuple(_matcher(path, spec) for path, spec in r.match.items()),
+            matchers=route_matchers(r, f"routes[{index}]"),
             to=tuple(r.to),
             continue_=r.continue_,
             fallback=r.fallback,
         )
-        for r in config.routes
+        for index, r in enumerate(config.routes)
     ]
     default = None if config.default == "reject" else tuple(config.default)
     return Router(routes, default)
@@ -184,8 +165,9 @@ def build_router(config: DeskbellConfig) -> Router:
 def routing_table(config: DeskbellConfig) -> list[tuple[str, str, str]]:
     """Rows of (match, channels, notes) for `deskbell config check`."""
     rows = []
-    for r in config.routes:
-        match = ", ".join(f"{k}={_show(v)}" for k, v in r.match.items()) or "(everything)"
+    for index, r in enumerate(config.routes):
+        matchers = route_matchers(r, f"routes[{index}]")
+        match = ", ".join(f"{m.path}={m.describe()}" for m in matchers) or "(everything)"
         notes = ", ".join(
             n
             for n in (
@@ -198,11 +180,3 @@ def routing_table(config: DeskbellConfig) -> list[tuple[str, str, str]]:
     default = "reject" if config.default == "reject" else ", ".join(config.default)
     rows.append(("(no route matched)", default, "default"))
     return rows
-
-
-def _show(spec: MatchSpec) -> str:
-    if isinstance(spec, RegexSpec):
-        return f"/{spec.regex}/"
-    if isinstance(spec, list):
-        return "[" + ", ".join(spec) + "]"
-    return str(spec)

@@ -1,25 +1,29 @@
-"""Route matchers checked against the request model, and exact values put in the form ingest
-stores them.
+"""Route matchers parsed by their kind (`routing.rules.MATCHER_KINDS`) and checked against
+the request model.
 
 Why: a matcher on a field no request has (`custmer.emial`) or on a value ingest never stores
 (`topic: Sales Team`, `language: english`) makes a route that can never match, and nothing
-would say so. The valid paths come from `AssistanceRequestIn` itself, and each exact value is
-run through that field's own validator, so the config compares what ingest stores:
-`language: EN` becomes `en`, `topic: Sales` `sales`, `customer.email: Bob@Example.COM`
-`Bob@example.com`. Regex matchers stay as written: they search the stored value.
+would say so. The valid paths come from `AssistanceRequestIn` itself, and each kind gets the
+field's own validator (`_canonical`) for the values it compares, so the config compares what
+ingest stores: `language: EN` becomes `en`, `topic: Sales` `sales`, `customer.email:
+Bob@Example.COM` `Bob@example.com`. Regex matchers stay as written: they search the stored
+value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from difflib import get_close_matches
-from functools import cache
+from functools import cache, partial
 from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from deskbell.config.schema import MatchSpec, RegexSpec, RouteConfig
+from deskbell.config.schema import RouteConfig
+from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
+from deskbell.routing.rules import Matcher, MatcherError, Scalar, parse_matcher
 
 MAX_KEY_CHARS = 64  # as `MetadataKey`: a longer key is refused at ingest
 
@@ -39,7 +43,7 @@ def _nested_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-@cache  # built on first use: the validators cost ~10 ms, and only config loading needs them
+@cache  # built on first use: only config loading needs the validators
 def _request_paths() -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
     """Fixed paths (`topic`, `customer.email`) with their validator, and the fields whose keys
     are free (`metadata`: any key)."""
@@ -80,7 +84,7 @@ def path_problem(path: str) -> str | None:
     return f"no request has this field (fields: {known})"
 
 
-def _canonical(path: str, value: str | int | bool) -> str | int | bool:
+def _canonical(path: str, value: Scalar) -> Scalar:
     """`value` as ingest would store it at `path`; ValueError when ingest would refuse it."""
     adapter = _request_paths()[0].get(path)
     if adapter is None:
@@ -101,40 +105,41 @@ def _canonical(path: str, value: str | int | bool) -> str | int | bool:
     return str(stored)
 
 
-def _check_spec(path: str, spec: MatchSpec, where: str, problems: list[str]) -> MatchSpec:
-    if isinstance(spec, RegexSpec):
-        return spec  # searched in the stored value as written; compiled by the cross-check
-    if isinstance(spec, list):
-        if not spec:
-            problems.append(f"{where}: an empty list matches nothing")
-        values: list[str] = []
-        for position, item in enumerate(spec):
-            try:
-                values.append(str(_canonical(path, item)))
-            except ValueError as exc:
-                problems.append(f"{where}[{position}]: {exc}")
-        return list(dict.fromkeys(values))
-    try:
-        return _canonical(path, spec)
-    except ValueError as exc:
-        problems.append(f"{where}: {exc}")
-        return spec
+def parse_match(match: Mapping[str, Any], where: str) -> tuple[list[Matcher], list[str]]:
+    """The matchers of a route's `match:` block (`where` is `routes[2]`), and every one that
+    can never match (`routes[2].match.topic: 'Sales Team' is not a valid topic: ...`)."""
+    matchers: list[Matcher] = []
+    problems: list[str] = []
+    for path, spec in match.items():
+        key = f"{where}.match.{path}"
+        problem = path_problem(path)
+        if problem is not None:
+            problems.append(f"{key}: {problem}")
+            continue
+        try:
+            matchers.append(parse_matcher(path, spec, partial(_canonical, path)))
+        except MatcherError as exc:
+            problems.extend(f"{key}{at}: {why}" for at, why in exc.parts)
+    return matchers, problems
 
 
 def check_routes(routes: list[RouteConfig]) -> tuple[list[RouteConfig], list[str]]:
-    """The routes with exact values in stored form, and every matcher that can never match
-    (`routes[2].match.topic: 'Sales Team' is not a valid topic: ...`)."""
+    """The routes with their matchers in canonical form (as `to_yaml` writes them), and every
+    matcher that can never match."""
     problems: list[str] = []
     out: list[RouteConfig] = []
     for index, route in enumerate(routes):
-        match: dict[str, MatchSpec] = {}
-        for path, spec in route.match.items():
-            where = f"routes[{index}].match.{path}"
-            problem = path_problem(path)
-            if problem is not None:
-                problems.append(f"{where}: {problem}")
-                match[path] = spec
-                continue
-            match[path] = _check_spec(path, spec, where, problems)
-        out.append(route.model_copy(update={"match": match}))
+        matchers, found = parse_match(route.match, f"routes[{index}]")
+        problems.extend(found)
+        if not found:
+            route = route.model_copy(update={"match": {m.path: m.to_yaml() for m in matchers}})
+        out.append(route)
     return out, problems
+
+
+def route_matchers(route: RouteConfig, where: str) -> tuple[Matcher, ...]:
+    """The matchers of a checked route, for the router and `config check`."""
+    matchers, problems = parse_match(route.match, where)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return tuple(matchers)

@@ -12,18 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from deskbell.channels.base import ChannelSettings
 
 
-class RegexSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    regex: str
-
-
-MatchSpec = str | int | bool | list[str] | RegexSpec
-
-
 class RouteConfig(BaseModel):
+    """One route. `match` maps a request path to a matcher's YAML, which the matcher kinds
+    read (`routing/rules.py`); `config/matchers.py` checks it and puts it in canonical form."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    match: dict[str, MatchSpec] = Field(default_factory=dict)
+    match: dict[str, Any] = Field(default_factory=dict)
     to: list[str] = Field(min_length=1)
     continue_: bool = Field(default=False, alias="continue")
     fallback: str | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from deskbell.models import AssistanceRequestIn
-from deskbell.routing.rules import Equals, Matcher, OneOf
+from deskbell.routing.rules import Matcher
 
 
 class Target(NamedTuple):
@@ -25,9 +25,9 @@ class Route:
     fallback: str | None = None
     # Built once: a route's targets are the same for every request it matches.
     targets: tuple[Target, ...] = field(init=False, repr=False, compare=False)
-    # The topics the route can match, when a matcher names them (`topic: sales` or a list),
-    # and the matchers left to check once the topic is known to be one of them; None and all
-    # matchers when the route names no topic.
+    # The topics the route can match, when a topic matcher names them (its `literals()`:
+    # `topic: sales` or a list), and the matchers left to check once the topic is known to be
+    # one of them; None and all matchers when the route names no topic.
     topics: frozenset[str] | None = field(init=False, repr=False, compare=False)
     rest: tuple[Matcher, ...] = field(init=False, repr=False, compare=False)
 
@@ -36,17 +36,13 @@ class Route:
         object.__setattr__(self, "targets", tuple(Target(c, self.fallback) for c in unique))
         topics, rest = None, self.matchers
         for index, matcher in enumerate(self.matchers):
-            if matcher.path == "topic" and isinstance(matcher, Equals | OneOf):
-                topics = frozenset(
-                    {matcher.value} if isinstance(matcher, Equals) else matcher.values
-                )
+            literals = matcher.literals() if matcher.path == "topic" else None
+            if literals is not None:
+                topics = frozenset(literals)
                 rest = self.matchers[:index] + self.matchers[index + 1 :]
                 break
         object.__setattr__(self, "topics", topics)
         object.__setattr__(self, "rest", rest)
-
-    def matches(self, request: AssistanceRequestIn) -> bool:
-        return self.matches_rest(request) and (self.topics is None or request.topic in self.topics)
 
     def matches_rest(self, request: AssistanceRequestIn) -> bool:
         """The matchers other than the one that names the route's topics."""
@@ -107,10 +103,6 @@ class Router:
         topics: dict[str, None] = {}
         for route in self.routes:
             for matcher in route.matchers:
-                if matcher.path != "topic":
-                    continue
-                if isinstance(matcher, Equals):
-                    topics[matcher.value] = None
-                elif isinstance(matcher, OneOf):
-                    topics.update(dict.fromkeys(sorted(matcher.values)))
+                literals = matcher.literals() if matcher.path == "topic" else None
+                topics.update(dict.fromkeys(sorted(literals or ())))
         return tuple(topics)

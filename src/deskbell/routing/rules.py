@@ -1,4 +1,10 @@
-"""Matchers: one small class per kind. A new kind is one class here plus rows in its table test.
+"""Matcher kinds: one class each, found through `MATCHER_KINDS`.
+
+A kind says how it is written in YAML (`reads`), turns that into a matcher (`parse`, with the
+field's canonical form of a value), shows itself for `deskbell config check` (`describe`) and
+matches a request. Config validation and the router know the kinds only through this registry,
+so a new kind is one class decorated with `@matcher_kind` plus its test (docs/channels.md,
+"Adding a matcher kind").
 
 Every matcher reads one field of the request by dotted path (`topic`, `customer.email`,
 `metadata.plan`); a missing field never matches.
@@ -7,13 +13,32 @@ Every matcher reads one field of the request by dotted path (`topic`, `customer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self, TypeVar
 
+from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
 
+Scalar = str | int | bool
+Canonical = Callable[[Scalar], Scalar]
+"""A value as ingest stores it at the matcher's path (`EN` -> `en` for `language`); raises
+ValueError saying why when ingest would refuse it. Metadata values come back as written."""
 
-def _as_text(value: Any) -> str | None:
+
+class MatcherError(ConfigError):
+    """A matcher's YAML that no request can ever match. Each part is (where inside the value,
+    why): where is "" for the whole value or e.g. "[1]" for a list item, and is appended to
+    the matcher's key in the message (`routes[0].match.topic[1]: ...`)."""
+
+    def __init__(self, why: str = "", *, parts: Sequence[tuple[str, str]] = ()) -> None:
+        self.parts: tuple[tuple[str, str], ...] = tuple(parts) or (("", why),)
+        super().__init__("; ".join(f"{where}: {reason}" for where, reason in self.parts))
+
+
+def as_text(value: Any) -> str | None:
+    """A request's value as matchers compare it: booleans as YAML writes them."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -21,47 +46,205 @@ def _as_text(value: Any) -> str | None:
     return str(value)
 
 
-class Matcher(Protocol):
-    @property
-    def path(self) -> str: ...
+class Matcher(ABC):
+    """One kind of matcher. Subclasses are frozen dataclasses with a `path` field."""
 
+    kind: ClassVar[str]
+    """Its name in the registry and in error messages."""
+    written: ClassVar[str]
+    """How it is written, for the message about a value no kind reads (`{regex: ...}`)."""
+
+    path: str
+
+    @classmethod
+    @abstractmethod
+    def reads(cls, spec: object) -> bool:
+        """Whether `spec`, a value under `match:` as YAML loaded it, is written this kind's way."""
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        """The matcher for `spec` (one `reads` accepted); MatcherError when it can never match."""
+
+    @abstractmethod
     def matches(self, request: AssistanceRequestIn) -> bool: ...
 
+    @abstractmethod
+    def describe(self) -> str:
+        """How `deskbell config check` shows it after the path (`topic=<this>`)."""
 
+    @abstractmethod
+    def to_yaml(self) -> Any:
+        """Its YAML value in canonical form: what the loaded config holds and shows."""
+
+    def literals(self) -> tuple[str, ...] | None:
+        """The only values it can match, when it names them; else None. The router indexes
+        routes by these for `topic`, so a kind must return them only if `matches` is false for
+        every other value."""
+        return None
+
+
+MATCHER_KINDS: dict[str, type[Matcher]] = {}
+"""kind name -> class, in registration order. Tests add kinds with `monkeypatch.setitem`."""
+
+
+M = TypeVar("M", bound=type[Matcher])
+
+
+def matcher_kind(cls: M) -> M:
+    """Class decorator: register a matcher kind."""
+    if cls.kind in MATCHER_KINDS:
+        raise ConfigError(f"matcher kind {cls.kind!r} is registered twice")
+    MATCHER_KINDS[cls.kind] = cls
+    return cls
+
+
+def parse_matcher(path: str, spec: Any, canonical: Canonical) -> Matcher:
+    """The matcher the one kind that reads `spec` makes; MatcherError when none or several do."""
+    kinds = [kind for kind in MATCHER_KINDS.values() if kind.reads(spec)]
+    if len(kinds) == 1:
+        return kinds[0].parse(path, spec, canonical)
+    if kinds:
+        names = ", ".join(kind.kind for kind in kinds)
+        raise MatcherError(f"{spec!r} is read by several matcher kinds ({names})")
+    forms = ", ".join(kind.written for kind in MATCHER_KINDS.values())
+    shown = "null" if spec is None else repr(spec) if isinstance(spec, str) else str(spec)
+    raise MatcherError(
+        f"{shown} is not a matcher; write one of: {forms} (quote a value YAML reads as "
+        "another type, such as a date)"
+    )
+
+
+@matcher_kind
 @dataclass(frozen=True)
-class Equals:
-    """`topic: sales`. The value is in stored form (config load canonicalises it: topics
-    lower-case, language tags `en-GB`), so comparing text is enough."""
+class Equals(Matcher):
+    """`topic: sales`. The value is in stored form (`canonical`: topics lower-case, language
+    tags `en-GB`), so comparing text is enough. Metadata values may be numbers or booleans,
+    compared as text (`true`)."""
+
+    kind: ClassVar[str] = "exact"
+    written: ClassVar[str] = "a value"
 
     path: str
-    value: str
+    value: Scalar
+
+    text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", as_text(self.value))
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, str | int | bool)
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        try:
+            return cls(path, canonical(spec))
+        except ValueError as exc:
+            raise MatcherError(str(exc)) from None
 
     def matches(self, request: AssistanceRequestIn) -> bool:
-        return _as_text(request.field_value(self.path)) == self.value
+        return as_text(request.field_value(self.path)) == self.text
+
+    def describe(self) -> str:
+        return str(self.value)
+
+    def to_yaml(self) -> Scalar:
+        return self.value
+
+    def literals(self) -> tuple[str, ...]:
+        return (self.text,)
 
 
+@matcher_kind
 @dataclass(frozen=True)
-class OneOf:
-    """`topic: [sales, pricing]`."""
+class OneOf(Matcher):
+    """`topic: [sales, pricing]`: any of the values, each in stored form as for `Equals`."""
+
+    kind: ClassVar[str] = "list"
+    written: ClassVar[str] = "a list [a, b]"
 
     path: str
-    values: frozenset[str]
+    values: tuple[str, ...]  # in the order written, without repeats
+
+    accepted: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepted", frozenset(self.values))
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, list)
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        problems: list[tuple[str, str]] = []
+        if not spec:
+            problems.append(("", "an empty list matches nothing"))
+        values: list[str] = []
+        for position, item in enumerate(spec):
+            if not isinstance(item, str):
+                problems.append((f"[{position}]", f"{item!r} is not text; quote it"))
+                continue
+            try:
+                values.append(str(canonical(item)))
+            except ValueError as exc:
+                problems.append((f"[{position}]", str(exc)))
+        if problems:
+            raise MatcherError(parts=problems)
+        return cls(path, tuple(dict.fromkeys(values)))
 
     def matches(self, request: AssistanceRequestIn) -> bool:
-        return _as_text(request.field_value(self.path)) in self.values
+        return as_text(request.field_value(self.path)) in self.accepted
+
+    def describe(self) -> str:
+        return "[" + ", ".join(self.values) + "]"
+
+    def to_yaml(self) -> list[str]:
+        return list(self.values)
+
+    def literals(self) -> tuple[str, ...]:
+        return self.values
 
 
+@matcher_kind
 @dataclass(frozen=True)
-class Regex:
+class Regex(Matcher):
     """`topic: {regex: "^billing-"}`; searched, so anchor it when you mean the whole value.
 
     Kept as written and searched in the stored value: topics are lower-case and language tags
     canonical (`en-GB`, `zh-Hant-TW`), so `^EN` never matches; `(?i)` makes a regex ignore case.
     """
 
+    kind: ClassVar[str] = "regex"
+    written: ClassVar[str] = "{regex: ...}"
+
     path: str
     pattern: re.Pattern[str]
 
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and "regex" in spec
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        extra = sorted(str(key) for key in spec if key != "regex")
+        if extra:
+            raise MatcherError(f"{{regex: ...}} takes no other key (found {', '.join(extra)})")
+        if not isinstance(spec["regex"], str):
+            raise MatcherError(f"the regex must be text, not {spec['regex']!r}; quote it")
+        try:
+            return cls(path, re.compile(spec["regex"]))
+        except re.error as exc:
+            raise MatcherError(f"bad regex: {exc}") from None
+
     def matches(self, request: AssistanceRequestIn) -> bool:
-        text = _as_text(request.field_value(self.path))
+        text = as_text(request.field_value(self.path))
         return text is not None and self.pattern.search(text) is not None
+
+    def describe(self) -> str:
+        return f"/{self.pattern.pattern}/"
+
+    def to_yaml(self) -> dict[str, str]:
+        return {"regex": self.pattern.pattern}

@@ -1,0 +1,134 @@
+"""A matcher kind is one class: defined here, registered in the test, and config validation,
+`config check` and the router find it through `MATCHER_KINDS` with no other file edited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import pytest
+
+from deskbell.channels import build_registry
+from deskbell.config.load import build_router, parse_config, routing_table
+from deskbell.errors import ConfigError
+from deskbell.models import AssistanceRequestIn
+from deskbell.routing.rules import (
+    MATCHER_KINDS,
+    Canonical,
+    Matcher,
+    MatcherError,
+    as_text,
+    matcher_kind,
+)
+
+
+@dataclass(frozen=True)
+class OtherThan(Matcher):
+    """`language: {other_than: en}`: a value is there and is not this one."""
+
+    kind: ClassVar[str] = "other_than"
+    written: ClassVar[str] = "{other_than: ...}"
+
+    path: str
+    value: str
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and set(spec) == {"other_than"}
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        try:
+            return cls(path, str(canonical(spec["other_than"])))
+        except ValueError as exc:
+            raise MatcherError(str(exc)) from None
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        text = as_text(request.field_value(self.path))
+        return text is not None and text != self.value
+
+    def describe(self) -> str:
+        return f"(not {self.value})"
+
+    def to_yaml(self) -> dict[str, str]:
+        return {"other_than": self.value}
+
+
+CONFIG = """
+channels: {local: {type: console}, abroad: {type: console}, sales: {type: console}}
+routes:
+  - match: {topic: sales}
+    to: [sales]
+    continue: true
+  - match: {language: {other_than: EN}}
+    to: [abroad]
+  - match: {topic: {other_than: " Sales "}}
+    to: [local]
+"""
+
+CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"topic": "sales", "language": "de"}, ["sales", "abroad"]),
+    ({"topic": "sales", "language": "en"}, ["sales"]),  # not `local`: the value is canonical
+    ({"topic": "sales"}, ["sales"]),  # no language: other_than never matches a missing field
+    ({"topic": "support", "language": "EN"}, ["local"]),
+    ({"topic": "support", "language": "pt-BR"}, ["abroad"]),
+]
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MATCHER_KINDS, OtherThan.kind, OtherThan)
+
+
+@pytest.mark.parametrize(("fields", "expected"), CASES)
+def test_a_kind_defined_here_routes(
+    registered: None, fields: dict[str, Any], expected: list[str]
+) -> None:
+    router = build_router(parse_config(CONFIG, build_registry(), env={}))
+    request = AssistanceRequestIn.model_validate({"description": "help", **fields})
+    assert [t.channel for t in router.targets(request)] == expected
+    assert router.known_topics() == ["sales"]  # it names no topic: tried for every one
+
+
+def test_a_kind_defined_here_is_checked_and_shown(registered: None) -> None:
+    config = parse_config(CONFIG, build_registry(), env={})
+    assert config.routes[1].match == {"language": {"other_than": "en"}}
+    assert config.routes[2].match == {"topic": {"other_than": "sales"}}
+    assert [row[0] for row in routing_table(config)] == [
+        "topic=sales",
+        "language=(not en)",
+        "topic=(not sales)",
+        "(no route matched)",
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG.replace("EN}", "english}"), build_registry(), env={})
+    assert str(caught.value).startswith(
+        "routes[1].match.language: 'english' is not a valid language"
+    )
+
+
+def test_an_unregistered_form_names_the_forms_it_could_be() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(CONFIG, build_registry(), env={})
+    assert str(caught.value) == (
+        "routes[1].match.language: {'other_than': 'EN'} is not a matcher; write one of: "
+        "a value, a list [a, b], {regex: ...} (quote a value YAML reads as another type, "
+        "such as a date); routes[2].match.topic: {'other_than': ' Sales '} is not a matcher; "
+        "write one of: a value, a list [a, b], {regex: ...} (quote a value YAML reads as "
+        "another type, such as a date)"
+    )
+
+
+def test_a_form_two_kinds_read_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Greedy(OtherThan):
+        kind: ClassVar[str] = "greedy"
+
+    monkeypatch.setitem(MATCHER_KINDS, OtherThan.kind, OtherThan)
+    monkeypatch.setitem(MATCHER_KINDS, Greedy.kind, Greedy)
+    with pytest.raises(ConfigError, match=r"read by several matcher kinds \(other_than, greedy\)"):
+        parse_config(CONFIG, build_registry(), env={})
+
+
+def test_a_kind_name_is_registered_once() -> None:
+    with pytest.raises(ConfigError, match="'regex' is registered twice"):
+        matcher_kind(type("Again", (OtherThan,), {"kind": "regex"}))
