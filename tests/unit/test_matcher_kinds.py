@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import pytest
+import yaml
 
 from deskbell.channels import build_registry
 from deskbell.config.load import build_router, parse_config, routing_table
+from deskbell.config.matchers import parse_match, route_matchers
 from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.rules import (
@@ -132,3 +134,25 @@ def test_a_form_two_kinds_read_is_refused(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_kind_name_is_registered_once() -> None:
     with pytest.raises(ConfigError, match="'regex' is registered twice"):
         matcher_kind(type("Again", (OtherThan,), {"kind": "regex"}))
+
+
+ROUND_TRIP = """
+channels: {c: {type: console}}
+routes:
+  - match: {topic: " Sales ", language: [EN-gb, PT, pt], metadata.vip: true, metadata.n: 5}
+    to: [c]
+  - match: {customer.email: Bob@Example.COM, conversation_url: "https://Chat.Example.com"}
+    to: [c]
+  - match: {language: {regex: "^EN"}, metadata.plan: {other_than: Gold}}
+    to: [c]
+"""
+
+
+def test_every_kind_parses_its_canonical_yaml_back_to_itself(registered: None) -> None:
+    """The loaded config keeps `to_yaml()`, and the router is built from it."""
+    raw = yaml.safe_load(ROUND_TRIP)["routes"]
+    config = parse_config(ROUND_TRIP, build_registry(), env={})
+    for index, route in enumerate(config.routes):
+        first, problems = parse_match(raw[index]["match"], f"routes[{index}]")
+        assert problems == []
+        assert route_matchers(route, f"routes[{index}]") == tuple(first)
