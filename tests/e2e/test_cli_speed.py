@@ -1,7 +1,7 @@
 """`deskbell version` and `--help` start fast because they import no server: FastAPI,
-SQLAlchemy, uvicorn and the channels load only in the commands that use them (cli.py). Checked
-by what a fresh interpreter has imported, not by timing. Also: the option enums cli.py
-declares to stay light still match the real ones."""
+SQLAlchemy, uvicorn and the channels load only in the commands that use them (`deskbell.cli`).
+Checked by what a fresh interpreter has imported, not by timing. Also: the option enums the
+CLI declares to stay light still match the real ones."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from deskbell.cli import Status
-from deskbell.cli_security import ScopeName
+from deskbell.cli.commands import Status
+from deskbell.cli.keys import ScopeName
 from deskbell.models import DeliveryStatus
 from deskbell.storage.keys import Scope
 

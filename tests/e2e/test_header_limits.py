@@ -1,4 +1,4 @@
-"""Request heads are bounded (`deskbell.api.head_limit`), on a real `deskbell serve`: 60 MB of
+"""Request heads are bounded (`deskbell.cli.head_limit`), on a real `deskbell serve`: 60 MB of
 headers are refused with a 431 without the process holding them, 101 small headers too, and
 a request with 15 KiB of headers is still served; with one process and with `--processes 2`."""
 

@@ -1,12 +1,13 @@
-"""`deskbell serve`: the API (and workers) in this process, or in N processes on one port.
+"""The processes `deskbell` runs: `serve` in this process or in N on one port, and `worker`.
 
 One process (`--processes 1`, the default) builds the runtime and the app here and runs
 uvicorn on it. Several processes use uvicorn's own supervisor (`uvicorn.supervisors.
 Multiprocess`, what `uvicorn --workers N` runs): this process checks everything that can be
 checked once (settings, config, the bind rule), applies the migrations, binds the socket and
-spawns N children; each child builds its own runtime (database engine, group commit, workers)
-through `deskbell.api.asgi` and accepts on the shared socket. The supervisor replaces a child
-that dies and, on SIGTERM or SIGINT, stops every child gracefully before it returns.
+spawns N children; each child imports `app_with_workers` or `app_without_workers` from here,
+builds its own runtime (database engine, group commit, workers) and accepts on the shared
+socket. The supervisor replaces a child that dies and, on SIGTERM or SIGINT, stops every child
+gracefully before it returns.
 
 Why the supervisor rather than `uvicorn.run(..., workers=N)`: `run` returns normally when a
 child fails to start, so `serve` could not tell "stopped by SIGTERM" (exit 0) from "a child
@@ -17,12 +18,15 @@ be read after it returns.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import gc
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from deskbell.cli_security import check_bind
+from deskbell.cli.keys import check_bind
 from deskbell.errors import DeskbellError
 from deskbell.metrics import MULTIPROC_ENV
 from deskbell.settings import Settings
@@ -38,14 +42,17 @@ from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from deskbell.config.schema import DeskbellConfig
 
 log = structlog.get_logger(__name__)
 GRACEFUL_SHUTDOWN_SECONDS = 15
 HEALTHCHECK_SECONDS = 30
 YOUNG_GENERATION_THRESHOLD = 10_000  # allocations between young collections (default 700)
-APP_WITH_WORKERS = "deskbell.api.asgi:app_with_workers"
-APP_WITHOUT_WORKERS = "deskbell.api.asgi:app_without_workers"
+APP_WITH_WORKERS = "deskbell.cli.serving:app_with_workers"  # each child of --processes N
+APP_WITHOUT_WORKERS = "deskbell.cli.serving:app_without_workers"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # uvicorn formats each access-log line's arguments (client address, quoted path) before the
 # logger checks its level, and `uvicorn.access` is held at WARNING (observability.py): every
 # request paid for a line nobody saw. deskbell's own request logs and metrics carry the rest.
@@ -118,10 +125,10 @@ def settle_heap() -> None:
 
     A full collection walks every tracked object, and after startup that is tens of thousands
     of objects that live as long as the process (FastAPI and pydantic schemas, SQLAlchemy
-    metadata): those pauses were the ingest's p99 (98 ms; 19 ms with the heap frozen). Freezing
+    metadata): those pauses were the ingest's tail latency (docs/performance.md). Freezing
     moves them out of collection; a larger young generation makes the remaining collections
-    rarer (measured: 5,584 -> 6,008 req/s, p99 15.7 ms). Servers only: tests build many apps
-    in one process and must see their objects collected.
+    rarer. Server and worker processes only: tests build many apps in one process and must
+    see their objects collected.
     """
     gc.collect()
     gc.freeze()
@@ -134,7 +141,7 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
     import uvicorn
 
     from deskbell.api.app import create_app
-    from deskbell.api.head_limit import HeadLimitedProtocol
+    from deskbell.cli.head_limit import HeadLimitedProtocol
     from deskbell.wiring import build_runtime
 
     asyncio.run(migrate(settings))
@@ -173,8 +180,8 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from deskbell.api.head_limit import HeadLimitedProtocol
     from deskbell.channels import build_registry
+    from deskbell.cli.head_limit import HeadLimitedProtocol
     from deskbell.wiring import read_config
 
     config, _ = read_config(settings, build_registry())  # fails here, not in N children
@@ -210,6 +217,79 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
             f"server process {failed[0]} could not start (its error is logged above); "
             "stopped the others"
         )
+
+
+def run_worker(settings: Settings) -> None:
+    """`deskbell worker`: delivery workers only, until SIGTERM or SIGINT."""
+    from deskbell.wiring import build_runtime
+
+    asyncio.run(migrate(settings))
+    runtime = build_runtime(settings, with_workers=True)
+    log_config_warnings(runtime.active.config)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runtime.start_workers()
+        await stop.wait()
+        await runtime.aclose()
+
+    settle_heap()  # as for servers: full collections over the startup heap stall sends
+    asyncio.run(run())
+
+
+def app_with_workers() -> FastAPI:
+    """A child of `serve --processes N`: API and delivery workers."""
+    return _child_app(with_workers=True)
+
+
+def app_without_workers() -> FastAPI:
+    """A child of `serve --no-workers --processes N`: API only."""
+    return _child_app(with_workers=False)
+
+
+def _child_app(*, with_workers: bool) -> FastAPI:
+    """Build in the child what it needs: settings (from the environment the parent filled in),
+    logging, metrics files and its own runtime; the parent has applied the migrations and
+    checked the config and the bind rule. A factory that raises makes uvicorn respawn the
+    child forever, each failing the same way; exiting with STARTUP_FAILURE instead makes the
+    supervisor stop every child, and `serve` then exits non-zero."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from deskbell.api.app import create_app
+    from deskbell.metrics import prepare_multiprocess
+    from deskbell.observability import configure_logging
+    from deskbell.wiring import build_runtime
+
+    _stop_with_parent()
+    try:
+        settings = Settings()
+        configure_logging(settings.log_format, settings.log_level)
+        prepare_multiprocess()  # before build_runtime creates the instruments
+        runtime = build_runtime(settings, with_workers=with_workers)
+    except Exception as exc:  # any failure here is a failed start, see above
+        log.error("server_process_failed", error=f"{type(exc).__name__}: {exc}")
+        raise SystemExit(STARTUP_FAILURE) from exc
+    app = create_app(runtime)
+    settle_heap()
+    return app
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux for SIGTERM when the parent dies: a `serve` killed with SIGKILL (the OOM
+    killer, `kill -9`) would otherwise leave its children serving, holding the port, with
+    nothing to restart or stop them."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("parent_death_signal_unavailable", errno=ctypes.get_errno())
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager

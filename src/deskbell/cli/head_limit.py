@@ -21,13 +21,15 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from deskbell.errors import DeskbellError
+
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADER_FIELDS = 100
 LINE_OVERHEAD = 4  # ": " and CRLF of a header line, so the exact count matches the wire
 TOO_LARGE = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
 
 
-class HeadTooLarge(Exception):
+class HeadTooLarge(DeskbellError):
     """Raised from a parser callback to stop parsing a head that is over a limit."""
 
 

@@ -10,9 +10,19 @@ type, and `deskbell --debug ...` shows the traceback.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
+from typing import NoReturn
+
+import typer
 
 from deskbell.errors import DeskbellError
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with `error: <message>` on stderr and exit `code`."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def explain(exc: BaseException) -> str:
@@ -98,3 +108,18 @@ def _database_shown() -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL: show only its scheme
         return url.partition("://")[0] + "://..."
+
+
+def quiet_orphaned_sqlite_threads() -> None:
+    """aiosqlite finishes a failed open on its own thread without awaiting it; when the command
+    then fails, that thread can outlive the event loop and print an "Event loop is closed"
+    traceback after the error line. Only that, from aiosqlite's worker threads, is dropped."""
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread.name if args.thread else ""
+        if "_connection_worker_thread" in thread and str(args.exc_value) == "Event loop is closed":
+            return
+        default(args)
+
+    threading.excepthook = hook

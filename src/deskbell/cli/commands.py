@@ -1,24 +1,23 @@
-"""The `deskbell` command (SPEC §6): a table of commands, each a thin call into the modules
-that do the work.
+"""The commands of `deskbell` (SPEC §6): a table of Typer commands, each a thin call into the
+modules that do the work.
 
 Startup is part of the interface: `deskbell version` and `--help` import only Typer and this
-module, and every command imports what it needs (FastAPI, SQLAlchemy, uvicorn, the channels)
+package, and every command imports what it needs (FastAPI, SQLAlchemy, uvicorn, the channels)
 when it runs. Option types are enums declared here for the same reason; a test checks them
-against the real ones. `main()` turns any failure into one `error: ...` line and exit 2
-(`cli_errors.py`); `--debug` shows the traceback instead.
+against the real ones.
 """
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from deskbell import __version__
-from deskbell.cli_security import keys_app
+from deskbell.cli.errors import fail
+from deskbell.cli.keys import keys_app
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -58,7 +57,9 @@ class Status(StrEnum):
     DEAD = "dead"
 
 
-class _Options:
+class Options:
+    """The global options, read by `main` when a command fails."""
+
     debug = False
 
 
@@ -68,12 +69,7 @@ def options(
         bool, typer.Option("--debug", help="on an error, show its traceback too")
     ] = False,
 ) -> None:
-    _Options.debug = debug
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    Options.debug = debug
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -108,9 +104,9 @@ def serve(
 ) -> None:
     """Run the API and, unless --no-workers, the delivery workers (in --processes N
     processes sharing the port, each with its own workers)."""
+    from deskbell.cli.serving import serve_here, serve_processes
     from deskbell.metrics import prepare_multiprocess
     from deskbell.observability import configure_logging
-    from deskbell.serving import serve_here, serve_processes
 
     settings = _settings(host=host, port=port, processes=processes)
     configure_logging(settings.log_format, settings.log_level)
@@ -122,32 +118,14 @@ def serve(
 @app.command()
 def worker() -> None:
     """Deliver only: claim due deliveries from the shared database and send them."""
-    import asyncio
-    import signal
-
+    from deskbell.cli.serving import run_worker
     from deskbell.metrics import prepare_multiprocess
     from deskbell.observability import configure_logging
-    from deskbell.serving import log_config_warnings, migrate, settle_heap
-    from deskbell.wiring import build_runtime
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
-    asyncio.run(migrate(settings))
-    runtime = build_runtime(settings, with_workers=True)
-    log_config_warnings(runtime.active.config)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        runtime.start_workers()
-        await stop.wait()
-        await runtime.aclose()
-
-    settle_heap()  # as for servers: full collections over the startup heap stall sends
-    asyncio.run(run())
+    run_worker(settings)
 
 
 @app.command()
@@ -177,7 +155,7 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> N
         config = load_config(file, build_registry())
     except DeskbellError as exc:
         fail(str(exc), code=1)
-    from deskbell.channels.sample import check_channel_templates
+    from deskbell.channels.kit.sample import check_channel_templates
     from deskbell.clock import SystemClock
     from deskbell.config.destinations import config_warnings
 
@@ -201,8 +179,8 @@ def db_upgrade() -> None:
     """Apply the database migrations (also done at every start)."""
     import asyncio
 
+    from deskbell.cli.serving import migrate
     from deskbell.observability import configure_logging
-    from deskbell.serving import migrate
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -244,12 +222,12 @@ def _with_store(action: Any) -> Any:
     import asyncio
 
     from deskbell.storage.engine import connect
-    from deskbell.storage.store import Store
+    from deskbell.storage.store import Storage
 
     async def run() -> Any:
         db = connect(_settings().database_url, must_exist=True)
         try:
-            return await action(Store(db))
+            return await action(Storage.open(db))
         finally:
             await db.dispose()
 
@@ -266,7 +244,7 @@ def requests_list(
     from deskbell.models import DeliveryStatus
 
     wanted = DeliveryStatus(status.value) if status else None
-    items, _ = _with_store(lambda s: s.list_requests(topic=topic, status=wanted, limit=limit))
+    items, _ = _with_store(lambda s: s.reads.list_requests(topic=topic, status=wanted, limit=limit))
     for item in items:
         states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
         typer.echo(
@@ -279,7 +257,7 @@ def requests_show(request_id: str) -> None:
     """One request with its deliveries, as JSON."""
     from deskbell.api.schemas import RequestOut
 
-    stored = _with_store(lambda s: s.get_request(request_id))
+    stored = _with_store(lambda s: s.reads.get_request(request_id))
     if stored is None:
         fail(f"no request {request_id}", code=1)
     typer.echo(RequestOut.of(stored).model_dump_json(indent=2))
@@ -293,7 +271,7 @@ def retry(delivery_id: str) -> None:
     from deskbell.storage.engine import NoDatabase
 
     try:
-        delivery = _with_store(lambda s: s.retry_dead(delivery_id, SystemClock().now()))
+        delivery = _with_store(lambda s: s.queue.retry_dead(delivery_id, SystemClock().now()))
     except NoDatabase:
         raise
     except DeskbellError as exc:
@@ -312,8 +290,8 @@ def channels_test(
 
     from deskbell.channels import build_registry
     from deskbell.channels.base import ChannelContext
-    from deskbell.channels.http import ChannelHTTPClient
-    from deskbell.channels.sample import send_sample
+    from deskbell.channels.kit.http import ChannelHTTPClient
+    from deskbell.channels.kit.sample import send_sample
     from deskbell.clock import SystemClock
     from deskbell.errors import DeskbellError
     from deskbell.wiring import read_config
@@ -347,38 +325,3 @@ def channels_test(
 def version() -> None:
     """Print the version."""
     typer.echo(f"deskbell {__version__}")
-
-
-def _quiet_orphaned_sqlite_threads() -> None:
-    """aiosqlite finishes a failed open on its own thread without awaiting it; when the command
-    then fails, that thread can outlive the event loop and print an "Event loop is closed"
-    traceback after the error line. Only that, from aiosqlite's worker threads, is dropped."""
-    import threading
-
-    default = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        thread = args.thread.name if args.thread else ""
-        if "_connection_worker_thread" in thread and str(args.exc_value) == "Event loop is closed":
-            return
-        default(args)
-
-    threading.excepthook = hook
-
-
-def main() -> None:
-    """The `deskbell` command: any failure is one line on stderr and exit 2."""
-    _quiet_orphaned_sqlite_threads()
-    try:
-        app(prog_name="deskbell")
-    except Exception as exc:
-        if _Options.debug:
-            raise
-        from deskbell.cli_errors import explain
-
-        typer.echo(f"error: {explain(exc)}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,11 @@
 """`deskbell apikey create|list|revoke` and the bind rule of `deskbell serve` (SPEC §3).
 
-Kept apart from cli.py so that module stays a table of commands. The bind rule: a server with
+Kept apart from commands.py so that module stays a table of commands. The bind rule: a server with
 no credential configured (no key in DESKBELL_API_KEYS or the database, no webhook secret) is
 open to anyone who can reach it, so it may only listen on a loopback address; anything else
 is refused unless the operator says `--insecure`.
 
-Imported by every `deskbell` command, so like cli.py it imports the database and the API
+Imported by every `deskbell` command, so like commands.py it imports the database and the API
 only inside the functions that use them.
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from deskbell.cli.errors import fail
 from deskbell.errors import DeskbellError
 
 if TYPE_CHECKING:
@@ -132,8 +133,7 @@ def create(
     except NoDatabase:
         raise
     except DeskbellError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc), code=1)
     typer.echo(plain)
     typer.echo(
         f"created {record.name} ({record.id}, scope {record.scope.value}); the key above is "
@@ -181,6 +181,5 @@ def revoke(key: Annotated[str, typer.Argument(help="the key's id or name")]) -> 
     except NoDatabase:
         raise
     except DeskbellError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc), code=1)
     typer.echo(f"revoked {record.name} ({record.id})")
