@@ -10,7 +10,13 @@ import pytest
 from deskbell.channels.base import ChannelContext
 from deskbell.channels.console import CHANNEL_TYPE, RULE, ConsoleChannel
 from deskbell.models import Outcome
+from tests.channels.contract import ConsolePeer, Peer
 from tests.fakes import make_message
+
+
+def contract_peer() -> Peer:
+    """For tests/channels/test_contract.py: a StringIO stream; a closed one fails the write."""
+    return ConsolePeer()
 
 
 def channel(ctx: ChannelContext) -> ConsoleChannel:
@@ -73,17 +79,6 @@ async def test_defaults_to_stdout(
 
     assert result.outcome is Outcome.SENT
     assert "Assistance requested: sales" in capsys.readouterr().out
-
-
-async def test_closed_stream_is_transient(http_client: httpx.AsyncClient) -> None:
-    stream = io.StringIO()
-    stream.close()
-
-    result = await channel(ChannelContext(http=http_client, console=stream)).send(make_message())
-
-    assert result.outcome is Outcome.TRANSIENT
-    assert result.error is not None
-    assert result.error.startswith("console write failed")
 
 
 async def test_a_character_the_stream_cannot_encode_is_escaped_not_failed() -> None:

@@ -16,6 +16,7 @@ from deskbell.channels.base import ChannelContext
 from deskbell.channels.email import CHANNEL_TYPE, EmailChannel
 from deskbell.channels.kit.smtp import parse_smtp_url
 from deskbell.models import Outcome
+from tests.channels.contract import Peer, SmtpPeer
 from tests.fakes import make_message
 from tests.fakes.smtp import FakeSMTP
 
@@ -26,6 +27,11 @@ FULL_REQUEST = {
     "conversation_url": "https://chat.example.com/c/123",
     "metadata": {"plan": "pro"},
 }
+
+
+def contract_peer() -> Peer:
+    """For tests/channels/test_contract.py: the password in the URL is the secret."""
+    return SmtpPeer(lambda url: {"smtp_url": url})
 
 
 def settings_for(url: str, **extra: Any) -> Any:
@@ -224,13 +230,6 @@ async def test_required_starttls_is_never_skipped(fake_smtp: FakeSMTP, ctx: Chan
     assert fake_smtp.messages == []
 
 
-async def test_unreachable_server_is_transient(closed_port: int, ctx: ChannelContext) -> None:
-    result = await channel(f"smtp://127.0.0.1:{closed_port}", ctx).send(make_message())
-
-    assert result.outcome is Outcome.TRANSIENT
-    assert result.error is not None
-
-
 async def test_silent_server_is_a_transient_timeout(
     silent_server: int, ctx: ChannelContext
 ) -> None:
@@ -285,12 +284,10 @@ def test_invalid_settings(block: dict[str, Any], message: str) -> None:
     assert "hunter2" not in str(caught.value)
 
 
-def test_from_key_and_secret_url() -> None:
+def test_from_key() -> None:
     settings = settings_for("smtp://user:hunter2@mail.example.com")
     assert settings.from_ == "Deskbell <deskbell@example.com>"
     assert settings.model_dump(by_alias=True)["from"] == settings.from_
-    assert "hunter2" not in repr(settings)
-    assert "hunter2" not in settings.model_dump_json()
 
 
 async def test_cc_and_bcc_reach_the_envelope_but_bcc_no_header(

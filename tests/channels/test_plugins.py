@@ -23,6 +23,7 @@ from deskbell.channels.base import ChannelContext
 from deskbell.cli import app
 from deskbell.errors import ConfigError
 from deskbell.models import Outcome
+from tests.channels.contract import ReceiverPeer, check_contract
 from tests.fakes import make_message
 from tests.fakes.receiver import Receiver
 
@@ -83,6 +84,12 @@ async def test_plugin_channel_sends_through_deskbell() -> None:
     assert request.headers["title"] == "Assistance requested: sales"
     assert request.headers["priority"] == "5"
     assert b"Hi" in request.body
+
+
+@pytest.mark.usefixtures("example")
+async def test_plugin_keeps_the_channel_contract(http_client: httpx.AsyncClient) -> None:
+    with ReceiverPeer(lambda url: {"url": url}) as peer:
+        await check_contract(build_registry()["ntfy"], peer, http_client)
 
 
 @pytest.mark.usefixtures("example")

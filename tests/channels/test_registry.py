@@ -1,5 +1,5 @@
-"""Guard: every module in channels/ registers exactly one type and has a test file; the
-registry refuses a duplicate type name."""
+"""Guard: every module in channels/ (helpers live in channels/kit/) registers exactly one type,
+carries its own EXAMPLE and has a test file; the registry refuses a duplicate type name."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from deskbell.channels import build_registry
 from deskbell.channels.base import ChannelContext, ChannelType
 from deskbell.errors import ConfigError
 
-HELPERS = {"addresses", "base", "http", "text", "render", "mrkdwn", "netguard", "sample", "smtp"}
 TESTS = Path(__file__).parent
 
 
@@ -23,7 +22,7 @@ def channel_modules() -> list[str]:
     return sorted(
         m.name
         for m in pkgutil.iter_modules(deskbell.channels.__path__)
-        if m.name not in HELPERS and not m.ispkg
+        if m.name != "base" and not m.ispkg
     )
 
 
@@ -47,20 +46,12 @@ def test_duplicate_type_is_refused() -> None:
         build_registry([console])
 
 
-async def test_every_type_builds_from_minimal_settings() -> None:
-    minimal = {
-        "slack": {"webhook_url": "https://hooks.slack.com/services/T/B/x"},
-        "email": {
-            "smtp_url": "smtp://localhost:25",
-            "from": "a@example.com",
-            "to": ["b@example.com"],
-        },
-        "webhook": {"url": "https://crm.example.com/hook"},
-        "apprise": {"urls": "json://crm.example.com/hook"},
-        "console": {},
-    }
+async def test_every_type_builds_from_its_own_example() -> None:
     async with httpx.AsyncClient() as http:
         for name, kind in build_registry().items():
-            settings = kind.settings_model.model_validate({"type": name, **minimal[name]})
+            model = kind.settings_model
+            assert "EXAMPLE" in vars(model), f"{model.__name__} sets no EXAMPLE of its own"
+            settings = model.model_validate(model.EXAMPLE)
+            assert settings.type == name
             channel = kind.factory(name, settings, ChannelContext(http=http))
             assert channel.name == name

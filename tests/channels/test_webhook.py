@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from deskbell.channels.base import ChannelContext
 from deskbell.channels.kit.netguard import refusal
 from deskbell.channels.webhook import CHANNEL_TYPE, WebhookChannel
 from deskbell.models import Outcome
+from tests.channels.contract import MARK, Peer, ReceiverPeer
 from tests.fakes import make_message
 from tests.fakes.receiver import Received, Receiver
 
@@ -29,6 +29,18 @@ FULL = {
     "customer": {"name": "Ana", "email": "ana@example.com"},
     "metadata": {"plan": "pro"},
 }
+
+
+def contract_peer() -> Peer:
+    """For tests/channels/test_contract.py: every kind of secret the block can hold."""
+    return ReceiverPeer(
+        lambda url: {
+            "url": url,
+            "allow_private_networks": True,
+            "secret": SECRET,
+            "headers": {"X-Api-Key": MARK},
+        }
+    )
 
 
 def channel(ctx: ChannelContext, **block: Any) -> WebhookChannel:
@@ -164,30 +176,6 @@ def test_refusal_table(address: str, allowed: bool) -> None:
     assert (refusal(ipaddress.ip_address(address), allow_private=False) is None) is allowed
 
 
-@pytest.mark.parametrize(
-    ("status", "retry_after", "outcome"),
-    [(200, None, Outcome.SENT), (204, None, Outcome.SENT), (400, None, Outcome.PERMANENT),
-     (410, None, Outcome.PERMANENT), (429, 12, Outcome.TRANSIENT), (503, None, Outcome.TRANSIENT)],
-)  # fmt: skip
-async def test_answers_map_through_the_shared_classifier(
-    receiver: Receiver, ctx: ChannelContext, status: int, retry_after: int | None, outcome: Outcome
-) -> None:
-    receiver.reply_with(status, retry_after=retry_after)
-    result = await channel(ctx, url=receiver.url, allow_private_networks=True).send(make_message())
-    assert result.outcome is outcome
-    assert result.retry_after == (float(retry_after) if retry_after else None)
-
-
-async def test_connection_refused_is_transient_and_hides_the_url(ctx: ChannelContext) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/hooks/secret-token"
-    result = await channel(ctx, url=url, allow_private_networks=True).send(make_message())
-    assert result.outcome is Outcome.TRANSIENT
-    assert "secret-token" not in (result.error or "")
-
-
 async def test_an_unresolvable_host_is_transient(ctx: ChannelContext) -> None:
     result = await channel(ctx, url="http://deskbell-test.invalid/hook").send(make_message())
     assert result.outcome is Outcome.TRANSIENT
@@ -210,13 +198,3 @@ def test_settings_are_checked_without_echoing_secrets(block: dict[str, Any], mes
         CHANNEL_TYPE.settings_model.model_validate({"type": "webhook", **block})
     assert message in str(caught.value)
     assert "input_value" not in str(caught.value)
-
-
-def test_secrets_are_redacted_when_dumped() -> None:
-    settings = CHANNEL_TYPE.settings_model.model_validate(
-        {"type": "webhook", "url": "https://x.example/h/tok", "secret": SECRET,
-         "headers": {"Authorization": "Bearer abc"}}
-    )  # fmt: skip
-    dumped = settings.model_dump_json()
-    for secret in ("tok", SECRET, "Bearer abc"):
-        assert secret not in dumped

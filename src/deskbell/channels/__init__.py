@@ -1,7 +1,11 @@
 """The channel registry: `type:` name -> ChannelType.
 
-Built-in types are the modules listed in `_BUILTIN`; another package adds one by declaring an
-entry point in the group `deskbell.channels` that points at its `CHANNEL_TYPE`:
+Built-in types are found, not listed: every module of this package except `base` is a channel
+module and exports its `CHANNEL_TYPE` (helpers live in the `kit` sub-package). Adding a
+channel is adding a module here (and its test file; docs/channels.md walks through it).
+
+Another package adds a type by declaring an entry point in the group `deskbell.channels` that
+points at its `CHANNEL_TYPE`:
 
     [project.entry-points."deskbell.channels"]
     teams = "deskbell_teams:CHANNEL_TYPE"
@@ -12,6 +16,7 @@ A type name registered twice is a start-up error, so a plugin cannot silently re
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Iterable, Mapping
 from importlib.metadata import entry_points
 
@@ -19,14 +24,24 @@ from deskbell.channels.base import ChannelType
 from deskbell.errors import ConfigError
 
 ENTRY_POINT_GROUP = "deskbell.channels"
-_BUILTIN = tuple(
-    f"deskbell.channels.{name}" for name in ("slack", "email", "webhook", "apprise", "console")
-)
+NOT_CHANNELS = frozenset({"base"})
+
+
+def builtin_modules() -> list[str]:
+    """The names of this package's channel modules, sorted."""
+    return sorted(
+        found.name
+        for found in pkgutil.iter_modules(__path__)
+        if not found.ispkg and found.name not in NOT_CHANNELS
+    )
 
 
 def _builtin_types() -> Iterable[ChannelType]:
-    for module_name in _BUILTIN:
-        yield importlib.import_module(module_name).CHANNEL_TYPE
+    for name in builtin_modules():
+        kind = getattr(importlib.import_module(f"{__name__}.{name}"), "CHANNEL_TYPE", None)
+        if not isinstance(kind, ChannelType):
+            raise ConfigError(f"{__name__}.{name} has no CHANNEL_TYPE (a ChannelType)")
+        yield kind
 
 
 def _plugin_types() -> Iterable[ChannelType]:

@@ -71,6 +71,10 @@ class AppriseSettings(ChannelSettings):
         "title": TemplateSpec("apprise_title.txt", Mode.CHAT),
         "body": TemplateSpec("message.txt", Mode.CHAT),
     }
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {
+        "type": "apprise",
+        "urls": "json://crm.example.com/hooks/deskbell",
+    }
 
     @field_validator("urls", mode="before")
     @classmethod

@@ -133,6 +133,9 @@ class ChannelSettings(BaseModel):
 
     # The templates this channel type renders (see channels/kit/render.py); a subclass sets it.
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {}
+    # A minimal valid block of this type, `type:` included: what the registry test builds and
+    # the contract test (tests/channels/contract.py) points at a local peer. A subclass sets it.
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {}
 
     @field_validator("template", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import IO, ClassVar, Literal
+from typing import IO, Any, ClassVar, Literal
 
 from deskbell.channels.base import (
     ChannelContext,
@@ -36,6 +36,7 @@ class ConsoleSettings(ChannelSettings):
     type: Literal["console"]
 
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {"text": TemplateSpec("message.txt")}
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {"type": "console"}
 
 
 def render(message: Message, settings: ConsoleSettings) -> str:

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -98,6 +98,12 @@ class EmailSettings(ChannelSettings):
         "subject": TemplateSpec("email_subject.txt"),
         "text": TemplateSpec("message.txt"),
         "html": TemplateSpec("email.html", Mode.HTML),
+    }
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {
+        "type": "email",
+        "smtp_url": "smtp://mail.example.com",
+        "from": "deskbell@example.com",
+        "to": ["sales@example.com"],
     }
 
     @field_validator("from_")

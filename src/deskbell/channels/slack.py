@@ -152,6 +152,10 @@ class SlackSettings(ChannelSettings):
         "body": TemplateSpec("slack_body.txt", Mode.MRKDWN),
         "text": TemplateSpec("slack_text.txt", Mode.MRKDWN),
     }
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {
+        "type": "slack",
+        "webhook_url": "https://hooks.slack.com/services/T000/B000/XXXXXXXX",
+    }
 
     @field_validator("webhook_url")
     @classmethod

@@ -31,7 +31,8 @@ import base64
 import binascii
 import dataclasses
 import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import httpx
 import orjson
@@ -71,6 +72,11 @@ class WebhookSettings(ChannelSettings):
     secret: SecretStr | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     allow_private_networks: bool = False
+
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {
+        "type": "webhook",
+        "url": "https://crm.example.com/hooks/deskbell",
+    }
 
     @field_validator("url")
     @classmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import ConfigDict, Field, SecretStr
@@ -43,6 +43,8 @@ class NtfySettings(ChannelSettings):
 
     # Reuse deskbell's default plain-text template; users may override `body` in config.
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {"body": TemplateSpec("message.txt")}
+    # A minimal valid block: deskbell's contract test builds the type from it.
+    EXAMPLE: ClassVar[Mapping[str, Any]] = {"type": "ntfy", "url": "https://ntfy.sh/my-topic"}
 
 
 class NtfyChannel:
