@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from standardwebhooks import Webhook
 
-from deskbell.config.schema import is_webhook_secret
+from deskbell.channels.kit.whsec import RULE, is_webhook_secret
 from deskbell.errors import ConfigError
 
 TOLERANCE = timedelta(minutes=5)
@@ -68,10 +68,7 @@ def parse_secrets(text: str, source: str = "env") -> list[Verifier]:
         if not item:
             continue
         if not is_webhook_secret(item):
-            raise ConfigError(
-                f"DESKBELL_WEBHOOK_SECRETS item {position + 1}: must be whsec_ followed by "
-                "base64 of at least 24 bytes"
-            )
+            raise ConfigError(f"DESKBELL_WEBHOOK_SECRETS item {position + 1}: must be {RULE}")
         found.append(Verifier(source, Webhook(item)))
     return found
 

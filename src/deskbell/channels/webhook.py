@@ -27,8 +27,6 @@ network or the cloud metadata service by accident. Redirects are never followed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import re
 from collections.abc import Mapping
@@ -51,12 +49,12 @@ from deskbell.channels.base import (
     classify_http_error,
     http_timeout,
 )
+from deskbell.channels.kit import whsec
 from deskbell.channels.kit.netguard import BlockedDestination, UnresolvableHost, pin
 from deskbell.channels.kit.text import redact
 from deskbell.errors import UnsendableMessage
 
 EVENT_TYPE = "assistance_request.accepted"
-SECRET_PREFIX = "whsec_"  # noqa: S105  # a format prefix, not a secret
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "connection",
@@ -92,15 +90,8 @@ class WebhookSettings(ChannelSettings):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        raw = value.get_secret_value()
-        try:
-            key = base64.b64decode(raw.removeprefix(SECRET_PREFIX), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not raw.startswith(SECRET_PREFIX) or not 24 <= len(key) <= 64:
-            raise ValueError("must be whsec_ followed by 24 to 64 bytes in base64")
+        if value is not None and not whsec.is_webhook_secret(value.get_secret_value()):
+            raise ValueError(f"must be {whsec.RULE}")
         return value
 
     @field_validator("headers")

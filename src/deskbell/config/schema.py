@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from deskbell.channels.base import ChannelSettings
+from deskbell.channels.kit import whsec
 
 
 class RouteConfig(BaseModel):
@@ -39,22 +38,10 @@ class SourceConfig(BaseModel):
     @classmethod
     def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
         for secret in value:
-            if not is_webhook_secret(secret.get_secret_value()):
+            if not whsec.is_webhook_secret(secret.get_secret_value()):
                 # Never repeat the value: it is a credential.
-                raise ValueError("each secret must be whsec_ followed by base64 (24+ bytes)")
+                raise ValueError(f"each secret must be {whsec.RULE}")
         return value
-
-
-def is_webhook_secret(value: str) -> bool:
-    """`whsec_` + base64 of at least 24 bytes, as Standard Webhooks senders generate them."""
-    if not value.startswith("whsec_"):
-        return False
-    encoded = value[len("whsec_") :]
-    try:
-        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return len(raw) >= 24
 
 
 class RawConfig(BaseModel):
