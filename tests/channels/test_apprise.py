@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from deskbell.channels.apprise import CHANNEL_TYPE, AppriseChannel
-from deskbell.channels.base import ChannelContext
+from deskbell.channels.base import ChannelContext, Message
+from deskbell.channels.kit import render as templates
 from deskbell.models import Outcome
 from tests.channels.contract import Peer, ReceiverPeer
 from tests.fakes import make_message
@@ -23,6 +24,13 @@ def contract_peer() -> Peer:
     return ReceiverPeer(
         lambda url: {"urls": url.replace("http://", "json://", 1)}, http_statuses=False
     )
+
+
+def build_check(message: Message) -> None:
+    """For tests/channels/test_every_body_sends.py: every template renders."""
+    settings = CHANNEL_TYPE.settings_model.model_validate(CHANNEL_TYPE.settings_model.EXAMPLE)
+    for name in settings.TEMPLATES:
+        templates.render(name, message, settings.TEMPLATES, settings.template)
 
 
 def json_url(receiver: Receiver) -> str:

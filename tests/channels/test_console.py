@@ -7,8 +7,8 @@ import io
 import httpx
 import pytest
 
-from deskbell.channels.base import ChannelContext
-from deskbell.channels.console import CHANNEL_TYPE, RULE, ConsoleChannel
+from deskbell.channels.base import ChannelContext, Message
+from deskbell.channels.console import CHANNEL_TYPE, RULE, ConsoleChannel, printable, render
 from deskbell.models import Outcome
 from tests.channels.contract import ConsolePeer, Peer
 from tests.fakes import make_message
@@ -17,6 +17,16 @@ from tests.fakes import make_message
 def contract_peer() -> Peer:
     """For tests/channels/test_contract.py: a StringIO stream; a closed one fails the write."""
     return ConsolePeer()
+
+
+def build_check(message: Message) -> None:
+    """For tests/channels/test_every_body_sends.py: the text renders and any stream takes it."""
+    settings = CHANNEL_TYPE.settings_model.model_validate(CHANNEL_TYPE.settings_model.EXAMPLE)
+    text = render(message, settings)
+    for encoding in ("ascii", "utf-8", "cp1252"):
+        stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+        stream.write(printable(text, stream))
+        stream.flush()
 
 
 def channel(ctx: ChannelContext) -> ConsoleChannel:

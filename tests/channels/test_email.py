@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
-from deskbell.channels.base import ChannelContext
-from deskbell.channels.email import CHANNEL_TYPE, EmailChannel
+from deskbell.channels.base import ChannelContext, Message
+from deskbell.channels.email import CHANNEL_TYPE, EmailChannel, build_outgoing
 from deskbell.channels.kit.smtp import parse_smtp_url
 from deskbell.models import Outcome
 from tests.channels.contract import Peer, SmtpPeer
@@ -32,6 +33,31 @@ FULL_REQUEST = {
 def contract_peer() -> Peer:
     """For tests/channels/test_contract.py: the password in the URL is the secret."""
     return SmtpPeer(lambda url: {"smtp_url": url})
+
+
+BUILD_SETTINGS = {
+    "type": "email",
+    "smtp_url": "smtp://localhost:25",
+    "from": "Deskbell <deskbell@example.com>",
+    "to": ["Ventas <ventas@example.com>"],
+    "cc": ["lead@example.com"],
+}
+
+
+def build_check(message: Message) -> None:
+    """For tests/channels/test_every_body_sends.py: the message builds for a server with and
+    without SMTPUTF8, as 7- and 8-bit bytes, and parses back with a one-line subject."""
+    settings = CHANNEL_TYPE.settings_model.model_validate(BUILD_SETTINGS)
+    ctx = ChannelContext(http=httpx.AsyncClient())  # never opened: the build does no I/O
+    for smtputf8 in (False, True):
+        outgoing = build_outgoing(message, settings, ctx, smtputf8=smtputf8)
+        for eightbit in (False, True):
+            raw = outgoing.as_bytes(eightbit=eightbit)
+            if not outgoing.smtputf8:
+                assert raw.split(b"\r\n\r\n", 1)[0].isascii()
+            parsed = email.message_from_bytes(raw, policy=email.policy.default)
+            assert parsed.get_content_type() == "multipart/alternative"
+            assert "\n" not in str(parsed["Subject"])
 
 
 def settings_for(url: str, **extra: Any) -> Any:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
-from deskbell.channels.base import ChannelContext
+from deskbell.channels import slack
+from deskbell.channels.base import ChannelContext, Message
 from deskbell.channels.slack import (
     CHANNEL_TYPE,
     WORD_JOINER,
@@ -46,6 +48,13 @@ NASTY = [
 def contract_peer() -> Peer:
     """For tests/channels/test_contract.py: the webhook transport (the Web API: test_slack_api)."""
     return SlackPeer(lambda url: {"webhook_url": url})
+
+
+def build_check(message: Message) -> None:
+    """For tests/channels/test_every_body_sends.py: the payload builds and is JSON."""
+    settings = CHANNEL_TYPE.settings_model.model_validate(CHANNEL_TYPE.settings_model.EXAMPLE)
+    payload = slack.build_payload(message, settings)
+    assert orjson.loads(orjson.dumps(payload)) == payload
 
 
 def channel(url: str, ctx: ChannelContext, **extra: Any) -> SlackChannel:

@@ -8,15 +8,17 @@ import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook
 
-from deskbell.channels.base import ChannelContext
+from deskbell.channels.base import ChannelContext, Message
 from deskbell.channels.kit.netguard import refusal
-from deskbell.channels.webhook import CHANNEL_TYPE, WebhookChannel
+from deskbell.channels.webhook import CHANNEL_TYPE, WebhookChannel, build_body
 from deskbell.models import Outcome
 from tests.channels.contract import MARK, Peer, ReceiverPeer
 from tests.fakes import make_message
@@ -41,6 +43,14 @@ def contract_peer() -> Peer:
             "headers": {"X-Api-Key": MARK},
         }
     )
+
+
+def build_check(message: Message) -> None:
+    """For tests/channels/test_every_body_sends.py: the body builds, signs and parses back."""
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    body = build_body(message, now.isoformat())
+    Webhook(SECRET).sign(message.delivery_id, now, body.decode())
+    assert orjson.loads(body)["data"]["request"]["topic"] == message.request.topic
 
 
 def channel(ctx: ChannelContext, **block: Any) -> WebhookChannel:

@@ -1,13 +1,11 @@
 """The HTTP client every channel posts through: httpx's API on aiohttp's connection pool.
 
 Channels are written against `httpx.AsyncClient` (its requests, responses, timeouts and
-errors). Its own transport, httpcore, rescans every pooled connection, with a `poll()` on
-each idle socket, on every request it queues and every response it releases: measured
-here at 2.1 ms of CPU per Slack post with 16 sends in flight (0.9 ms with httpx2's rewritten
-pool), which capped a worker at about 270 deliveries per second. aiohttp's pool hands out
-idle connections from a per-host queue; through httpx-aiohttp's transport the same post
-costs 0.3-0.45 ms. Nothing in the channels changes, including the `sni_hostname` extension
-that webhook.py uses to pin a checked address (aiohttp's `server_hostname`).
+errors); the connections come from aiohttp's pool, which hands out an idle connection from a
+per-host queue where httpcore's rescans every pooled connection on each request (the CPU
+cost is in docs/performance.md). Nothing in the channels changes, including the
+`sni_hostname` extension that webhook.py uses to pin a checked address (aiohttp's
+`server_hostname`).
 
 httpx-aiohttp reports every aiohttp connection error as `httpx.ConnectTimeout`, so a refused
 connection would read "timeout" in a delivery's last error. `_Transport` gives them back

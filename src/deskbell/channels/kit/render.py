@@ -160,7 +160,7 @@ def _default(mode: Mode, name: str) -> jinja2.Template:
 
 def _template(env: jinja2.Environment, code: CodeType) -> jinja2.Template:
     """Globals as a plain dict: Jinja's own (a ChainMap over the environment's) is walked
-    twice per render, measured at 10% of a Slack delivery's CPU."""
+    twice per render (see docs/performance.md)."""
     return env.template_class.from_code(env, code, dict(env.globals))
 
 
