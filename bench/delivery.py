@@ -34,12 +34,14 @@ from typing import Any
 import aiohttp
 import httpx
 import orjson
+import sqlalchemy as sa
 from common import PG, drop_postgres, free_port, fresh_postgres, wait_http
 
 from deskbell.models import DeliveryStatus
 from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
-from deskbell.storage.store import Store
+from deskbell.storage.reads import RequestReads
+from deskbell.storage.tables import deliveries
 
 HERE = Path(__file__).parent
 # (engine, worker processes); 0: the embedded setup, one `deskbell serve` that also delivers
@@ -65,9 +67,11 @@ class Proc:
         self.log.close()
 
 
-async def sent_count(store: Store) -> int:
-    counts = await store.delivery_counts()
-    return sum(n for (_, status), n in counts.items() if status is DeliveryStatus.SENT)
+async def sent_count(store: RequestReads) -> int:
+    async with store.db.reader.connect() as conn:
+        sent = deliveries.c.status == DeliveryStatus.SENT.value
+        found = await conn.execute(sa.select(sa.func.count()).where(sent))
+        return int(found.scalar_one())
 
 
 async def post_all(url: str, n: int, start: int, rate: float | None) -> dict[str, str]:
@@ -96,7 +100,7 @@ async def post_all(url: str, n: int, start: int, rate: float | None) -> dict[str
     return accepted
 
 
-async def drain_rate(store: Store, total: int, t0: float) -> tuple[float, float]:
+async def drain_rate(store: RequestReads, total: int, t0: float) -> tuple[float, float]:
     """(deliveries per second from the first `sent` to the last, seconds from `t0` until the
     first): the rate a running worker sustains, apart from the time its process takes to
     start."""
@@ -132,7 +136,7 @@ async def run_setup(
         db_url, pg_name = created
     database = connect(db_url)
     await upgrade(database)
-    store = Store(database)
+    store = RequestReads(database)
     recv_port, api_port = free_port(), free_port()
     config = tmp / "bench.yaml"
     config.write_text(

@@ -24,7 +24,7 @@ from deskbell.models import DeliveryStatus, StoredRequest
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
-from deskbell.storage.store import Store
+from deskbell.storage.store import Storage
 from deskbell.wiring import Runtime, build_runtime
 from tests.fakes.slack import FakeSlack
 from tests.fakes.smtp import FakeSMTP
@@ -82,9 +82,9 @@ async def sqlite_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
+async def store(database_url: str) -> AsyncIterator[Storage]:
     db = connect(database_url)
-    yield Store(db)
+    yield Storage.open(db)
     await db.dispose()
 
 
@@ -159,7 +159,7 @@ async def wait_for_request(
     """Poll the store until `done(request)` holds; fail with the last state after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        stored = await runtime.store.get_request(request_id)
+        stored = await runtime.store.reads.get_request(request_id)
         if stored is not None and done(stored):
             return stored
         if time.monotonic() >= deadline:

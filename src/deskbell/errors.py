@@ -11,10 +11,6 @@ class ConfigError(DeskbellError):
     """The routing config is invalid; the message names the key and why."""
 
 
-class UnknownChannelType(ConfigError):
-    """A channel block names a `type` no registered module provides."""
-
-
 class TemplateError(ConfigError):
     """A channel template does not compile or render; the message names the template, where
     it came from (default, inline or file) and the line."""
@@ -42,3 +38,7 @@ class UnsendableMessage(DeskbellError):
     format cannot hold, an address the server cannot take). Sending it again cannot help, so
     its delivery goes `dead` with this reason; the channel itself is fine (its breaker is not
     fed)."""
+
+
+class ShuttingDown(DeskbellError):
+    """The component is closing and takes no new work."""

@@ -181,7 +181,10 @@ class Outcome(StrEnum):
     PERMANENT = "permanent"
 
 
-@dataclass(frozen=True)
+# The values below are shared by storage, delivery and the API: frozen dataclasses with slots.
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     id: str
     request_id: str
@@ -197,7 +200,7 @@ class Delivery:
     fallback_of: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Attempt:
     delivery_id: str
     number: int
@@ -208,7 +211,7 @@ class Attempt:
     worker: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredRequest:
     id: str
     created_at: datetime
@@ -216,30 +219,70 @@ class StoredRequest:
     deliveries: list[Delivery] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class DeliveryReceipt:
-    """Not frozen (as `Receipt`, and the other records built for every ingest request): a
-    frozen dataclass's __init__ costs four times a plain one's, and a NamedTuple's, whose
-    __new__ is a Python function, three times."""
-
     id: str
     channel: str
     status: DeliveryStatus = DeliveryStatus.PENDING
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Receipt:
-    """What a 202 tells the caller: the stored request's id and its deliveries. The group
-    commit builds it from the ids it generated, without reading anything back."""
+    """What a 202 tells the caller: the stored request's id and its deliveries, built from
+    the ids made on arrival, without reading anything back."""
 
     id: str
     topic: str
     deliveries: tuple[DeliveryReceipt, ...]
 
-    @classmethod
-    def of(cls, stored: StoredRequest) -> Receipt:
-        return cls(
-            stored.id,
-            stored.payload.topic,
-            tuple(DeliveryReceipt(d.id, d.channel, d.status) for d in stored.deliveries),
-        )
+
+@dataclass(frozen=True, slots=True)
+class RequestTrace:
+    """Where a request came from, stored with it so its deliveries' log lines and spans, run
+    later and maybe elsewhere, join the ingest's: the `X-Request-ID` and the W3C traceparent."""
+
+    http_request_id: str | None = None
+    traceparent: str | None = None
+
+
+NO_TRACE = RequestTrace()
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery a worker now holds, with what it needs to send it.
+
+    `replayed_at` and `replay_base` (attempts spent before it) are set once the delivery was
+    replayed: its retry budget counts from the replay (`budget_attempts`, `budget_since`),
+    while `delivery.attempts` keeps counting every attempt (it numbers the attempt rows and
+    guards the lease)."""
+
+    delivery: Delivery
+    request: AssistanceRequestIn
+    accepted_at: datetime
+    lease_owner: str
+    trace: RequestTrace = NO_TRACE
+    replayed_at: datetime | None = None
+    replay_base: int = 0
+
+    @property
+    def budget_attempts(self) -> int:
+        """The attempts the retry policy counts: those since the last replay."""
+        return self.delivery.attempts - self.replay_base
+
+    @property
+    def budget_since(self) -> datetime:
+        """Where the policy's age limit counts from: the last replay, else the accept."""
+        return self.replayed_at or self.accepted_at
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What the worker decided after one attempt; storage only records it."""
+
+    outcome: Outcome
+    status: DeliveryStatus
+    started_at: datetime
+    finished_at: datetime
+    error: str | None = None
+    next_attempt_at: datetime | None = None

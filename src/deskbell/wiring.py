@@ -24,15 +24,13 @@ from deskbell.config.schema import DeskbellConfig
 from deskbell.delivery.worker import WorkerPool
 from deskbell.errors import ConfigError
 from deskbell.metrics import Metrics
-from deskbell.models import AssistanceRequestIn, Receipt
+from deskbell.models import NO_TRACE, AssistanceRequestIn, Receipt, RequestTrace
 from deskbell.routing.router import Router, Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
-from deskbell.storage.group_commit import GroupCommitter, Ingest, IngestWriter
 from deskbell.storage.health import WriteProbe
-from deskbell.storage.records import NO_TRACE, RequestTrace
-from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
-from deskbell.storage.store import Store
+from deskbell.storage.ingest import Ingest
+from deskbell.storage.store import Storage
 from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
@@ -76,7 +74,7 @@ def build_channels(
 class Runtime:
     settings: Settings
     db: Database
-    store: Store
+    store: Storage
     registry: Mapping[str, ChannelType]
     clock: Clock
     http: httpx.AsyncClient
@@ -85,20 +83,15 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     tracing: Tracing = field(default_factory=Tracing.off)
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    ingest: Ingest = field(init=False, repr=False)
     write_probe: WriteProbe = field(init=False, repr=False)  # /readyz: do writes commit?
 
     def __post_init__(self) -> None:
         self.write_probe = WriteProbe(self.db, self.clock)
-        path = sqlite_file(self.db.url)
-        if path is not None:
-            self.ingest = SQLiteGroupCommit(
-                path, self.clock.now, timeout=self.settings.ingest_timeout
-            )
-        else:
-            self.ingest = GroupCommitter(
-                IngestWriter(self.db), self.clock.now, timeout=self.settings.ingest_timeout
-            )
+
+    @property
+    def ingest(self) -> Ingest:
+        """Where new requests are stored (`store.requests`)."""
+        return self.store.requests
 
     def channels(self) -> Mapping[str, tuple[Channel, ChannelSettings]]:
         return self.active.channels
@@ -117,7 +110,7 @@ class Runtime:
         claimed atomically, and such requests are rare)."""
         if idempotency_key is None:
             return await self.ingest.accept(payload, targets, trace), True
-        stored, created = await self.store.accept(
+        return await self.store.requests.accept_one(
             payload,
             targets,
             self.clock.now(),
@@ -125,7 +118,6 @@ class Runtime:
             body_hash=body_hash,
             trace=trace,
         )
-        return Receipt.of(stored), created
 
     def start_workers(self) -> None:
         if self.workers is not None and self._worker_task is None:
@@ -136,7 +128,7 @@ class Runtime:
             self.workers.wake()
 
     async def aclose(self) -> None:
-        await self.ingest.aclose()
+        await self.store.aclose()
         self.metrics.flush()  # what the last second counted, into this process's files too
         if self.workers is not None:
             await self.workers.stop(self.settings.shutdown_grace_seconds)
@@ -167,7 +159,7 @@ def build_runtime(
         config, source, build_router(config), build_channels(config, registry, ctx)
     )
     db = connect(settings.database_url)
-    store = Store(db)
+    store = Storage.open(db, clock.now, ingest_timeout=settings.ingest_timeout)
     runtime = Runtime(settings, db, store, registry, clock, http, active)
     runtime.metrics = Metrics(topics=active.router.known_topics(), channels=active.channels)
     runtime.tracing = tracing or Tracing.from_env()

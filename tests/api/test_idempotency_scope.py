@@ -44,7 +44,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def stored(runtime: Runtime) -> int:
-    return len((await runtime.store.list_requests(limit=50))[0])
+    return len((await runtime.store.reads.list_requests(limit=50))[0])
 
 
 async def test_two_callers_may_use_the_same_key(
@@ -128,7 +128,7 @@ async def test_a_key_stored_before_scoping_no_longer_matches(
     """Rows written before keys were scoped hold the raw key: a retry with it is new."""
     payload = AssistanceRequestIn(topic="sales", description="old")
     targets = runtime.active.router.targets(payload)
-    old, _ = await runtime.store.accept(
+    old, _ = await runtime.store.requests.accept_one(
         payload, targets, runtime.clock.now(), idempotency_key="conv-123", body_hash="x" * 64
     )
     answer = await client.post(

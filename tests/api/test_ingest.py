@@ -31,7 +31,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def stored_count(runtime: Runtime) -> int:
-    items, _ = await runtime.store.list_requests(limit=200)
+    items, _ = await runtime.store.reads.list_requests(limit=200)
     return len(items)
 
 
@@ -45,7 +45,7 @@ async def test_accepted_after_commit_with_location(
     assert body["topic"] == "sales"
     assert body["status"] == "accepted"
     assert [(d["channel"], d["status"]) for d in body["deliveries"]] == [("console", "pending")]
-    stored = await runtime.store.get_request(body["id"])
+    stored = await runtime.store.reads.get_request(body["id"])
     assert stored is not None
     assert stored.payload.description == GOOD["description"]
 

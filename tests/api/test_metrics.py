@@ -130,7 +130,7 @@ async def test_backlog_gauges_count_unsent_deliveries(
         for _ in range(3):
             assert (await post(client, "sales")).status_code == 202
         found = samples((await client.get("/metrics")).text)
-        stored = await runtime.store.list_requests(status=DeliveryStatus.PENDING)
+        stored = await runtime.store.reads.list_requests(status=DeliveryStatus.PENDING)
     assert len(stored[0]) == 3
     assert value(found, "deskbell_deliveries_pending", channel="console") == 3
     assert 0 <= value(found, "deskbell_oldest_pending_seconds", channel="console") < 60

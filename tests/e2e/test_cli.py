@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from deskbell import __version__
 from deskbell.cli import app
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
+from deskbell.models import AssistanceRequestIn, AttemptResult, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
 from deskbell.storage.engine import connect
-from deskbell.storage.store import AttemptResult, Store
+from deskbell.storage.store import Storage
+from tests.ledger import record_attempt
 
 runner = CliRunner()
 DATA = Path(__file__).parent.parent / "data"
@@ -86,13 +87,14 @@ def test_db_upgrade_then_requests_list_show_and_retry(db_url: str) -> None:
 
     async def seed() -> tuple[str, str]:
         db = connect(db_url)
-        store = Store(db)
+        store = Storage.open(db)
         now = datetime.now(UTC)
-        stored, _ = await store.accept(
+        stored, _ = await store.requests.accept_one(
             AssistanceRequestIn(topic="sales", description="from the CLI test"), [Target("x")], now
         )
-        (claimed,) = await store.claim("w", now, lease=timedelta(seconds=30), limit=1)
-        await store.record_attempt(
+        (claimed,) = await store.queue.claim("w", now, lease=timedelta(seconds=30), limit=1)
+        await record_attempt(
+            store,
             claimed,
             AttemptResult(Outcome.PERMANENT, DeliveryStatus.DEAD, now, now, error="HTTP 404"),
         )

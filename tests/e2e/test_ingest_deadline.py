@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from deskbell.storage.group_commit import GroupCommitter
-from deskbell.storage.sqlite_ingest import SQLiteGroupCommit, sqlite_file
+from deskbell.storage.ingest import Ingest
+from deskbell.storage.sqlite_ingest import sqlite_file
 from deskbell.storage.tables import requests
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
@@ -109,12 +109,9 @@ async def test_a_stalled_commit_is_503_and_the_keyed_retry_is_stored_once(
         assert await descriptions(runtime) == ["after", "keyed", "plain"]
 
 
-def handed_over(committer: object) -> bool:
+def handed_over(ingest: Ingest) -> bool:
     """The writer has taken every request given to it so far (it is now stuck on the lock)."""
-    if isinstance(committer, SQLiteGroupCommit):
-        return committer._queue.empty()
-    assert isinstance(committer, GroupCommitter)
-    return not committer._waiting
+    return ingest.batcher.gathering == 0
 
 
 async def test_a_request_whose_batch_had_not_begun_is_not_stored(runtime: Runtime) -> None:

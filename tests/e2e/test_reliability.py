@@ -14,20 +14,21 @@ import sqlalchemy as sa
 
 from deskbell.models import Attempt, DeliveryStatus, Outcome
 from deskbell.storage.engine import connect
-from deskbell.storage.store import Store
+from deskbell.storage.store import Storage
 from deskbell.storage.tables import attempts, deliveries
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack, Reply
 from tests.fakes.smtp import FakeSMTP
+from tests.ledger import attempts_of, delivery_counts
 from tests.process import Deskbell, free_port, post_many
 
 MARK = re.compile(r"req-(\d{5})")
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Store]:
+async def db(database_url: str) -> AsyncIterator[Storage]:
     database = connect(database_url)
-    yield Store(database)
+    yield Storage.open(database)
     await database.dispose()
 
 
@@ -70,8 +71,8 @@ def requests(n: int) -> list[dict[str, object]]:
     return [{"topic": "sales", "description": f"req-{i:05d}"} for i in range(n)]
 
 
-async def count(db: Store, status: DeliveryStatus) -> int:
-    return sum(n for (_, s), n in (await db.delivery_counts()).items() if s is status)
+async def count(db: Storage, status: DeliveryStatus) -> int:
+    return sum(n for (_, s), n in (await delivery_counts(db)).items() if s is status)
 
 
 def received(slack: FakeSlack) -> Counter[str]:
@@ -79,7 +80,7 @@ def received(slack: FakeSlack) -> Counter[str]:
 
 
 async def test_sigkill_mid_delivery_loses_nothing(
-    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+    tmp_path: Path, database_url: str, db: Storage, slack: FakeSlack
 ) -> None:
     slack.delay = 0.2
     config = slack_config(slack, max_concurrency=20, timeout=5)
@@ -114,7 +115,7 @@ async def test_many_workers_on_postgres_share_the_work(
 ) -> None:
     slack.delay = 0.02
     database = connect(postgres_url)
-    db = Store(database)
+    db = Storage.open(database)
     config = slack_config(slack, max_concurrency=16)
     env = {"workers": "16", "lease_seconds": "3"}
     api = start(tmp_path, postgres_url, config, "serve", "--no-workers", **env)
@@ -165,14 +166,14 @@ async def test_many_workers_on_postgres_share_the_work(
     assert workers_that_sent == 3
 
 
-async def attempts_by_request(db: Store, request_id: str) -> list[Attempt]:
-    stored = await db.get_request(request_id)
+async def attempts_by_request(db: Storage, request_id: str) -> list[Attempt]:
+    stored = await db.reads.get_request(request_id)
     assert stored is not None
-    return [a for d in stored.deliveries for a in await db.attempts_of(d.id)]
+    return [a for d in stored.deliveries for a in await attempts_of(db, d.id)]
 
 
 async def test_outage_opens_the_breaker_and_recovery_closes_it(
-    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+    tmp_path: Path, database_url: str, db: Storage, slack: FakeSlack
 ) -> None:
     slack.reply_with(503)
     config = slack_config(
@@ -217,7 +218,7 @@ async def test_outage_opens_the_breaker_and_recovery_closes_it(
 
 
 async def test_retry_after_is_honoured(
-    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+    tmp_path: Path, database_url: str, db: Storage, slack: FakeSlack
 ) -> None:
     slack.reply_next(Reply(429, retry_after=2))
     config = slack_config(slack, retry="{initial: 0.05, max: 0.1}")
@@ -239,7 +240,7 @@ async def test_retry_after_is_honoured(
 
 
 async def test_slow_channel_does_not_delay_email(
-    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+    tmp_path: Path, database_url: str, db: Storage, slack: FakeSlack
 ) -> None:
     slack.delay = 5
     with FakeSMTP() as smtp:
@@ -273,11 +274,11 @@ routes:""",
             async def all_recorded() -> bool:
                 # A result is committed after its send ends (and in groups): the mail can be
                 # in before its delivery reads `sent`.
-                found = [await db.get_request(r) for r in pricing]
+                found = [await db.reads.get_request(r) for r in pricing]
                 return all(r is not None and r.deliveries[0].sent_at for r in found)
 
             await wait_until_true(all_recorded, timeout=5, what="pricing results committed")
-            stored = [await db.get_request(r) for r in pricing]
+            stored = [await db.reads.get_request(r) for r in pricing]
         finally:
             assert server.terminate() == 0
     for request in stored:
@@ -289,7 +290,7 @@ routes:""",
 
 
 async def test_sigterm_lets_sends_finish_then_releases_the_rest(
-    tmp_path: Path, database_url: str, db: Store, slack: FakeSlack
+    tmp_path: Path, database_url: str, db: Storage, slack: FakeSlack
 ) -> None:
     slack.delay = 1.0
     config = slack_config(slack, max_concurrency=2)
@@ -305,7 +306,7 @@ async def test_sigterm_lets_sends_finish_then_releases_the_rest(
     await wait_until_async(lambda: len(slack.requests) >= 4, timeout=10, what="in flight")
     assert server.terminate(timeout=15) == 0  # past the grace: cancelled and released
     for request_id in more:
-        stored = await db.get_request(request_id)
+        stored = await db.reads.get_request(request_id)
         assert stored is not None
         (delivery,) = stored.deliveries
         assert delivery.status is DeliveryStatus.PENDING

@@ -25,6 +25,7 @@ from deskbell.wiring import Runtime
 from tests.conftest import running_app
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack
+from tests.ledger import attempts_of
 
 N = 50
 MAX_ATTEMPTS = 4
@@ -65,7 +66,7 @@ async def post_many(client: httpx.AsyncClient, n: int) -> list[str]:
 
 
 async def requests_of(runtime: Runtime, ids: list[str]) -> list[StoredRequest]:
-    found = [await runtime.store.get_request(i) for i in ids]
+    found = [await runtime.store.reads.get_request(i) for i in ids]
     return [r for r in found if r is not None]
 
 
@@ -97,7 +98,7 @@ async def test_open_breaker_deliveries_go_dead_on_their_policy_and_fall_back(
             await wait_until_true(all_dead, timeout=20, what="all dead with fallbacks")
             elapsed = time.monotonic() - started
             stored = await requests_of(runtime, ids)
-            histories = [await runtime.store.attempts_of(r.deliveries[0].id) for r in stored]
+            histories = [await attempts_of(runtime.store, r.deliveries[0].id) for r in stored]
             breaker = pool.circuits.get("sales-slack")
             assert breaker is not None
             metrics = runtime.metrics.registry
@@ -162,7 +163,7 @@ async def test_after_the_cool_down_one_probe_is_sent_and_closes_it(
             await wait_until_true(all_sent, timeout=10, what="all sent after the probe")
             stored = await requests_of(runtime, ids)
             history = [
-                a for r in stored for a in await runtime.store.attempts_of(r.deliveries[0].id)
+                a for r in stored for a in await attempts_of(runtime.store, r.deliveries[0].id)
             ]
     answered = Counter(r.status for r in fake_slack.requests)
     assert answered[200] == 10  # each sent once

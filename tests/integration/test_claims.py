@@ -14,51 +14,53 @@ import sqlalchemy as sa
 from deskbell.models import AssistanceRequestIn, DeliveryStatus
 from deskbell.routing.router import Target
 from deskbell.storage.claims import HEAD_ROWS_PER_SLOT
-from deskbell.storage.store import Store
+from deskbell.storage.store import Storage
 from deskbell.storage.tables import requests
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 
 
-async def add(store: Store, channel: str, n: int, at: datetime) -> None:
+async def add(store: Storage, channel: str, n: int, at: datetime) -> None:
     for i in range(n):
         payload = AssistanceRequestIn(topic="sales", description=f"{channel} {i}")
-        await store.accept(payload, [Target(channel)], at)
+        await store.requests.accept_one(payload, [Target(channel)], at)
 
 
-async def test_a_crowded_head_falls_back_to_ranking_every_due_row(store: Store) -> None:
+async def test_a_crowded_head_falls_back_to_ranking_every_due_row(store: Storage) -> None:
     limit = 4
     # The slow channel's backlog is older than the fast channel's: the head is all slow.
     await add(store, "slow", HEAD_ROWS_PER_SLOT * limit + 5, T0)
     await add(store, "fast", 3, T0 + timedelta(seconds=1))
     now = T0 + timedelta(seconds=2)
 
-    claimed = await store.claim("w", now, lease=LEASE, limit=limit, room={"slow": 1, "fast": 8})
+    claimed = await store.queue.claim(
+        "w", now, lease=LEASE, limit=limit, room={"slow": 1, "fast": 8}
+    )
 
     assert Counter(c.delivery.channel for c in claimed) == {"slow": 1, "fast": 3}
 
 
-async def test_the_head_serves_claims_in_due_order_within_each_room(store: Store) -> None:
+async def test_the_head_serves_claims_in_due_order_within_each_room(store: Storage) -> None:
     await add(store, "a", 6, T0)
     await add(store, "b", 6, T0 + timedelta(seconds=1))
     await add(store, "gone", 2, T0 + timedelta(seconds=2))  # not configured: capped by limit
     now = T0 + timedelta(seconds=3)
 
-    first = await store.claim("w", now, lease=LEASE, limit=5, room={"a": 2, "b": 5})
-    rest = await store.claim("w", now, lease=LEASE, limit=20, room={"a": 0, "b": 5})
+    first = await store.queue.claim("w", now, lease=LEASE, limit=5, room={"a": 2, "b": 5})
+    rest = await store.queue.claim("w", now, lease=LEASE, limit=20, room={"a": 0, "b": 5})
 
     assert Counter(c.delivery.channel for c in first) == {"a": 2, "b": 3}
     assert Counter(c.delivery.channel for c in rest) == {"b": 3, "gone": 2}
     assert all(c.delivery.status is DeliveryStatus.IN_FLIGHT for c in first + rest)
 
 
-async def test_concurrent_claims_never_take_the_same_delivery(store: Store) -> None:
+async def test_concurrent_claims_never_take_the_same_delivery(store: Storage) -> None:
     await add(store, "a", 40, T0)
     now = T0 + timedelta(seconds=1)
 
     batches = await asyncio.gather(
-        *(store.claim(f"w{i}", now, lease=LEASE, limit=5, room={"a": 5}) for i in range(10))
+        *(store.queue.claim(f"w{i}", now, lease=LEASE, limit=5, room={"a": 5}) for i in range(10))
     )
     ids = [c.delivery.id for batch in batches for c in batch]
 
@@ -66,13 +68,13 @@ async def test_concurrent_claims_never_take_the_same_delivery(store: Store) -> N
     assert 0 < len(ids) <= 40
     for batch in batches:  # each claimed delivery is held by the worker that claimed it
         for c in batch:
-            held = await store.get_delivery(c.delivery.id)
+            held = await store.reads.get_delivery(c.delivery.id)
             assert held is not None
             assert held.lease_owner == c.lease_owner
 
 
 async def test_a_stored_payload_the_model_would_refuse_today_is_still_claimed(
-    store: Store,
+    store: Storage,
 ) -> None:
     """Stored payloads were validated when accepted; the claim builds them without checking
     again, so one row written under older rules (here a null metadata value, which ingest
@@ -85,7 +87,9 @@ async def test_a_stored_payload_the_model_would_refuse_today_is_still_claimed(
             .values(payload={"topic": "sales", "description": "old", "metadata": {"x": None}})
         )
 
-    claimed = await store.claim("w", T0 + timedelta(seconds=1), lease=LEASE, limit=5, room={"a": 5})
+    claimed = await store.queue.claim(
+        "w", T0 + timedelta(seconds=1), lease=LEASE, limit=5, room={"a": 5}
+    )
 
     assert len(claimed) == 3
     assert {c.request.metadata.get("x", "absent") for c in claimed} == {None, "absent"}

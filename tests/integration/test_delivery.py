@@ -14,6 +14,7 @@ from deskbell.wiring import Runtime
 from tests.conftest import running_app, statuses, wait_for_request
 from tests.fakes.slack import FakeSlack, Reply
 from tests.fakes.smtp import FakeSMTP
+from tests.ledger import attempts_of
 
 URL = "/v1/assistance-requests"
 OPEN = {DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT}
@@ -92,7 +93,7 @@ async def test_slack_answer_decides_the_delivery_status(
             runtime, request_id, lambda s: s.deliveries[0].status not in OPEN
         )
         delivery = stored.deliveries[0]
-        (attempt,) = await runtime.store.attempts_of(delivery.id)
+        (attempt,) = await attempts_of(runtime.store, delivery.id)
     assert delivery.status is expected
     assert delivery.attempts == 1
     if expected is DeliveryStatus.SENT:
@@ -152,7 +153,7 @@ async def test_slack_outage_delays_sales_but_not_pricing(
             lambda s: s.deliveries[0].status is DeliveryStatus.SENT,
             what="sales sent",
         )
-        history = await runtime.store.attempts_of(sales.deliveries[0].id)
+        history = await attempts_of(runtime.store, sales.deliveries[0].id)
     assert statuses(sales) == {"sales-slack": DeliveryStatus.SENT}
     assert [a.outcome for a in history[:-1]] == [Outcome.TRANSIENT] * (len(history) - 1)
     assert history[-1].outcome is Outcome.SENT

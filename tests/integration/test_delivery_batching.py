@@ -5,7 +5,7 @@ at a time, so only the bad result fails and nothing is marked sent that was not;
 waiting for its commit keeps its lease; stopping commits the results already handed over.
 
 The failure is real (a trigger refuses one attempt row), and so is the waiting: `GatedStore`
-is the real Store whose `record_attempts` waits for the test to open a gate."""
+is the real storage whose `record_attempts` waits for the test to open a gate."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ import sqlalchemy as sa
 
 from deskbell.delivery.recorder import AttemptRecorder
 from deskbell.delivery.worker import WorkerPool
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
+from deskbell.models import AssistanceRequestIn, AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
+from deskbell.storage.attempts import Attempts
 from deskbell.storage.engine import Database, connect
-from deskbell.storage.records import AttemptResult, Claimed
-from deskbell.storage.store import Store
+from deskbell.storage.queue import DeliveryQueue
+from deskbell.storage.store import Storage
 from deskbell.storage.tables import deliveries
 from deskbell.wiring import Runtime
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack
+from tests.ledger import attempts_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -47,13 +49,16 @@ POISON = {
 }
 
 
-class GatedStore(Store):
-    """The real Store; counts its result transactions and claims, holds every result commit
+class GatedStore:
+    """The real storage; counts its result transactions and claims, holds every result commit
     until `gate` is open, and every claim that took something (after it committed) until
     `claim_gate` is open."""
 
     def __init__(self, db: Database) -> None:
-        super().__init__(db)
+        real = Storage.open(db)
+        self.db, self.requests, self.reads, self.keys = db, real.requests, real.reads, real.keys
+        self.queue = GatedQueue(db, self)
+        self.attempts = GatedAttempts(db, self)
         self.gate = asyncio.Event()
         self.gate.set()
         self.claim_gate = asyncio.Event()
@@ -62,10 +67,22 @@ class GatedStore(Store):
         self.batches: list[int] = []
         self.claims: list[int] = []
 
+
+class GatedAttempts(Attempts):
+    def __init__(self, db: Database, gates: GatedStore) -> None:
+        super().__init__(db)
+        self.gates = gates
+
     async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
-        await self.gate.wait()
-        self.batches.append(len(items))
+        await self.gates.gate.wait()
+        self.gates.batches.append(len(items))
         return await super().record_attempts(items)
+
+
+class GatedQueue(DeliveryQueue):
+    def __init__(self, db: Database, gates: GatedStore) -> None:
+        super().__init__(db)
+        self.gates = gates
 
     async def claim(
         self,
@@ -78,9 +95,9 @@ class GatedStore(Store):
     ) -> list[Claimed]:
         found = await super().claim(owner, now, lease=lease, limit=limit, room=room)
         if found:
-            self.claims.append(len(found))
-            self.claim_held.set()
-            await self.claim_gate.wait()
+            self.gates.claims.append(len(found))
+            self.gates.claim_held.set()
+            await self.gates.claim_gate.wait()
         return found
 
 
@@ -91,11 +108,11 @@ async def store(database_url: str) -> AsyncIterator[GatedStore]:
     await db.dispose()
 
 
-async def seed(store: Store, n: int, fallback: str | None = None) -> list[Claimed]:
+async def seed(store: Storage | GatedStore, n: int, fallback: str | None = None) -> list[Claimed]:
     for i in range(n):
         payload = AssistanceRequestIn(topic="sales", description=f"request {i}")
-        await store.accept(payload, [Target("a", fallback=fallback)], T0)
-    claimed = await store.claim("w", T0, lease=LEASE, limit=n)
+        await store.requests.accept_one(payload, [Target("a", fallback=fallback)], T0)
+    claimed = await store.queue.claim("w", T0, lease=LEASE, limit=n)
     assert len(claimed) == n
     return claimed
 
@@ -118,7 +135,7 @@ async def test_results_that_finish_together_share_a_commit(store: GatedStore) ->
         [DeliveryStatus.SENT, DeliveryStatus.RETRYING, DeliveryStatus.DEAD][i % 3]
         for i in range(60)
     ]
-    recorder = AttemptRecorder(store)
+    recorder = AttemptRecorder(store.attempts)
     kept = await asyncio.gather(
         *(
             recorder.record_attempt(c, result(s, None if s is DeliveryStatus.SENT else "HTTP 5xx"))
@@ -131,13 +148,13 @@ async def test_results_that_finish_together_share_a_commit(store: GatedStore) ->
     assert sum(store.batches) == 60
     assert len(store.batches) < 10  # 60 results, a handful of transactions
     for c, status in zip(claimed, wanted, strict=True):
-        delivery = await store.get_delivery(c.delivery.id)
+        delivery = await store.reads.get_delivery(c.delivery.id)
         assert delivery is not None
         assert (delivery.status, delivery.lease_owner) == (status, None)
         assert (delivery.sent_at is not None) is (status is DeliveryStatus.SENT)
-        (attempt,) = await store.attempts_of(c.delivery.id)
+        (attempt,) = await attempts_of(store, c.delivery.id)
         assert (attempt.number, attempt.worker) == (1, "w")
-        loaded = await store.get_request(c.delivery.request_id)
+        loaded = await store.reads.get_request(c.delivery.request_id)
         assert loaded is not None
         fallbacks = [d for d in loaded.deliveries if d.fallback_of == c.delivery.id]
         assert len(fallbacks) == (1 if status is DeliveryStatus.DEAD else 0)
@@ -152,16 +169,16 @@ async def test_a_lost_lease_in_a_batch_changes_only_that_delivery(store: GatedSt
             .where(deliveries.c.id == mine[1].delivery.id)
             .values(lease_expires_at=T0)
         )
-    (theirs,) = await store.claim("other", late, lease=LEASE, limit=3)
+    (theirs,) = await store.queue.claim("other", late, lease=LEASE, limit=3)
     assert theirs.delivery.id == mine[1].delivery.id
 
-    kept = await store.record_attempts([(c, result(DeliveryStatus.SENT)) for c in mine])
+    kept = await store.attempts.record_attempts([(c, result(DeliveryStatus.SENT)) for c in mine])
 
     assert kept == [True, False, True]
-    taken = await store.get_delivery(theirs.delivery.id)
+    taken = await store.reads.get_delivery(theirs.delivery.id)
     assert taken is not None
     assert (taken.status, taken.lease_owner) == (DeliveryStatus.IN_FLIGHT, "other")
-    assert await store.attempts_of(theirs.delivery.id) == []
+    assert await attempts_of(store, theirs.delivery.id) == []
 
 
 async def test_a_failed_batch_commit_fails_only_the_bad_result(store: GatedStore) -> None:
@@ -171,29 +188,31 @@ async def test_a_failed_batch_commit_fails_only_the_bad_result(store: GatedStore
     claimed = await seed(store, 20)
     results = [result(DeliveryStatus.SENT) for _ in claimed]
     results[7] = result(DeliveryStatus.RETRYING, error="poison")
-    recorder = AttemptRecorder(store)
+    recorder = AttemptRecorder(store.attempts)
     outcomes = await asyncio.gather(
         *(recorder.record_attempt(c, r) for c, r in zip(claimed, results, strict=True)),
         return_exceptions=True,
     )
     assert recorder.failed_batches == 1
     # The recorder goes on after a failure.
-    await store.accept(AssistanceRequestIn(topic="sales", description="later"), [Target("a")], T0)
-    (later,) = await store.claim("w", T0, lease=LEASE, limit=1)
+    await store.requests.accept_one(
+        AssistanceRequestIn(topic="sales", description="later"), [Target("a")], T0
+    )
+    (later,) = await store.queue.claim("w", T0, lease=LEASE, limit=1)
     assert await recorder.record_attempt(later, result(DeliveryStatus.SENT))
     await recorder.aclose()
 
     assert isinstance(outcomes[7], sa.exc.DBAPIError)
     assert outcomes[:7] + outcomes[8:] == [True] * 19
-    poisoned = await store.get_delivery(claimed[7].delivery.id)
+    poisoned = await store.reads.get_delivery(claimed[7].delivery.id)
     assert poisoned is not None  # not recorded: still ours, retried when the lease runs out
     assert (poisoned.status, poisoned.lease_owner) == (DeliveryStatus.IN_FLIGHT, "w")
-    assert await store.attempts_of(claimed[7].delivery.id) == []
+    assert await attempts_of(store, claimed[7].delivery.id) == []
     for c in [*claimed[:7], *claimed[8:], later]:
-        delivery = await store.get_delivery(c.delivery.id)
+        delivery = await store.reads.get_delivery(c.delivery.id)
         assert delivery is not None
         assert delivery.status is DeliveryStatus.SENT
-        assert len(await store.attempts_of(c.delivery.id)) == 1
+        assert len(await attempts_of(store, c.delivery.id)) == 1
 
 
 def slack_config(slack: FakeSlack) -> str:
@@ -213,20 +232,20 @@ async def accept(runtime: Runtime, n: int) -> list[str]:
     ids = []
     for i in range(n):
         payload = AssistanceRequestIn(topic="sales", description=f"request {i}")
-        stored, _ = await runtime.store.accept(
+        stored, _ = await runtime.store.requests.accept_one(
             payload, [Target("sales-slack")], runtime.clock.now()
         )
         ids.append(stored.deliveries[0].id)
     return ids
 
 
-async def statuses(store: Store, ids: list[str]) -> list[DeliveryStatus]:
-    found = [await store.get_delivery(i) for i in ids]
+async def statuses(store: Storage | GatedStore, ids: list[str]) -> list[DeliveryStatus]:
+    found = [await store.reads.get_delivery(i) for i in ids]
     return [d.status for d in found if d is not None]
 
 
-async def lease_ends(store: Store, ids: list[str]) -> list[datetime]:
-    found = [await store.get_delivery(i) for i in ids]
+async def lease_ends(store: Storage | GatedStore, ids: list[str]) -> list[datetime]:
+    found = [await store.reads.get_delivery(i) for i in ids]
     return [d.lease_expires_at or T0 for d in found if d is not None]
 
 
@@ -249,7 +268,7 @@ async def test_a_result_waiting_for_its_commit_keeps_its_lease(
 
         await wait_until_true(renewed, what="leases renewed while the commit waits")
         await wait_until_async(lambda: runtime.clock.now() > first, what="the first lease over")
-        taken = await store.claim("other", runtime.clock.now(), lease=LEASE, limit=10)
+        taken = await store.queue.claim("other", runtime.clock.now(), lease=LEASE, limit=10)
         assert taken == []  # still ours: nobody else may send them again
         store.gate.set()
 
@@ -335,7 +354,7 @@ async def test_deliveries_claimed_while_stopping_are_given_back_unsent(
         await asyncio.wait_for(pool.stop(grace=5), timeout=10)
         store.claim_gate.set()
         await asyncio.wait_for(task, timeout=10)
-        found = [await store.get_delivery(i) for i in ids]
+        found = [await store.reads.get_delivery(i) for i in ids]
     finally:
         store.claim_gate.set()
         await runtime.aclose()

@@ -15,17 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
-from deskbell.models import AssistanceRequestIn
+from deskbell.errors import ShuttingDown
+from deskbell.models import NO_TRACE, AssistanceRequestIn, Receipt, RequestTrace
 from deskbell.routing.router import Target
-from deskbell.storage.records import RequestTrace
-from deskbell.storage.sqlite_ingest import (
-    ROWS_PER_STATEMENT,
-    MultiRowInsert,
-    SQLiteGroupCommit,
-    sqlite_file,
-)
+from deskbell.storage.batcher import Batcher
+from deskbell.storage.ingest import ingest_batcher
+from deskbell.storage.rows import ROWS_PER_STATEMENT, NewRequest, NewRows
+from deskbell.storage.sqlite_ingest import sqlite_file
 from deskbell.storage.tables import metadata, requests
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
@@ -47,6 +46,22 @@ POISON = {
         FOR EACH ROW EXECUTE FUNCTION poison()""",
     ],
 }
+
+
+def sqlite_writer(path: Path, now: Callable[[], datetime]) -> Batcher[NewRequest, None]:
+    """The group commit of a SQLite file on its own, without a runtime."""
+    return ingest_batcher(None, now, path=str(path))
+
+
+async def accept(
+    writer: Batcher[NewRequest, None],
+    payload: AssistanceRequestIn,
+    targets: list[Target],
+    trace: RequestTrace = NO_TRACE,
+) -> Receipt:
+    new = NewRequest.of(payload, targets, trace)
+    await writer.submit(new)
+    return new.receipt()
 
 
 async def stored_ids(runtime: Runtime) -> set[str]:
@@ -115,8 +130,8 @@ async def test_rows_written_through_the_driver_read_back_and_claim(
     )
     before = runtime.clock.now()
     receipt = await runtime.ingest.accept(payload, runtime.active.router.targets(payload))
-    stored = await runtime.store.get_request(receipt.id)
-    claimed = await runtime.store.claim(
+    stored = await runtime.store.reads.get_request(receipt.id)
+    claimed = await runtime.store.queue.claim(
         "test", runtime.clock.now(), lease=timedelta(seconds=30), limit=10
     )
     await runtime.aclose()
@@ -174,55 +189,61 @@ async def test_a_database_the_writer_cannot_open_fails_each_batch_and_recovers(
     gets the error (the API answers 503) instead of waiting forever, and a later batch tries
     again and commits once the database is there."""
     path = tmp_path / "not-yet" / "deskbell.db"
-    writer = SQLiteGroupCommit(str(path), lambda: datetime.now(UTC))
+    writer = sqlite_writer(path, lambda: datetime.now(UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     targets = [Target("console")]
     with pytest.raises(DBAPIError, match="unable to open database file"):
-        await asyncio.wait_for(writer.accept(payload, targets), timeout=10)
+        await asyncio.wait_for(accept(writer, payload, targets), timeout=10)
 
     path.parent.mkdir()
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
-    receipt = await asyncio.wait_for(writer.accept(payload, targets), timeout=10)
+    receipt = await asyncio.wait_for(accept(writer, payload, targets), timeout=10)
     await writer.aclose()
     with engine.connect() as conn:
         stored = conn.execute(sa.select(requests.c.id)).scalars().all()
     engine.dispose()
     assert stored == [receipt.id]
     assert (writer.batches, writer.committed) == (1, 1)
-    with pytest.raises(RuntimeError, match="shutting down"):
-        await writer.accept(payload, targets)
+    with pytest.raises(ShuttingDown):
+        await accept(writer, payload, targets)
 
 
 def test_a_batch_is_inserted_in_statements_of_at_most_64_rows() -> None:
-    insert = MultiRowInsert("INSERT INTO t (a, b, at) VALUES ", "({}, NULLIF({}, ''), ?1)")
-    rows = [(i, f"b{i}") for i in range(130)]
-    statements = list(insert.statements("now", rows))
-    assert [len(parameters) for _, parameters in statements] == [129, 129, 5]
-    last = (
-        "INSERT INTO t (a, b, at) VALUES (?2, NULLIF(?3, ''), ?1), (?4, NULLIF(?5, ''), ?1)",
-        ["now", 128, "b128", 129, "b129"],
-    )
-    assert statements[2] == last
-    assert statements[0][0].count("?1)") == ROWS_PER_STATEMENT
-    assert statements[0][0].endswith("(?128, NULLIF(?129, ''), ?1)")
-    assert [p for _, parameters in statements for p in parameters[1::2]] == list(range(130))
+    """SQLite's INSERTs are compiled from the table for each row count: values every row
+    shares are bound once per statement, a missing one as '' through NULLIF."""
+    rows = NewRows(sqlite.dialect())
+    shared = rows.shared(datetime(2026, 1, 1, tzinfo=UTC))
+    own = [(f"d{i}", "r", "console", "", "") for i in range(130)]
+    statements = list(rows.deliveries.statements(shared, own))
+    width = len(own[0])
+    assert [len(parameters) for _, parameters in statements] == [
+        4 + 64 * width,
+        4 + 64 * width,
+        4 + 2 * width,
+    ]
+    sql, parameters = statements[2]
+    assert sql.startswith("INSERT INTO deliveries (id, request_id, channel, status, attempts,")
+    assert sql.count("VALUES") == 1
+    assert sql.count("nullif(") == 4  # fallback_channel and fallback_of, in each of 2 rows
+    assert parameters.count("d128") == parameters.count("d129") == 1
+    assert statements[0][0].count("), (") == ROWS_PER_STATEMENT - 1
 
 
 async def test_nullable_values_are_stored_as_null_and_the_timestamp_in_every_column(
     tmp_path: Path,
 ) -> None:
-    """The writer binds a missing request id, traceparent or fallback as '' (a None costs the
-    sqlite3 module an exception per parameter) and the batch's timestamp once per statement:
-    stored are NULLs, the values given, and one timestamp in every timestamp column."""
+    """The writer binds a missing request id, traceparent or fallback as '' and the batch's
+    timestamp once per statement: stored are NULLs, the values given, and one timestamp in
+    every timestamp column."""
     path = tmp_path / "deskbell.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
-    writer = SQLiteGroupCommit(str(path), lambda: datetime(2026, 1, 1, 12, tzinfo=UTC))
+    writer = sqlite_writer(path, lambda: datetime(2026, 1, 1, 12, tzinfo=UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     traced, untraced = await asyncio.gather(
-        writer.accept(payload, [Target("console", "email")], RequestTrace("r1", "00-ab-cd-01")),
-        writer.accept(payload, [Target("console")], RequestTrace(None, None)),
+        accept(writer, payload, [Target("console", "email")], RequestTrace("r1", "00-ab-cd-01")),
+        accept(writer, payload, [Target("console")], RequestTrace(None, None)),
     )
     await writer.aclose()
     with engine.connect() as conn:
@@ -253,12 +274,12 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole(tmp_path: Path)
     path = tmp_path / "deskbell.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
-    writer = SQLiteGroupCommit(str(path), lambda: datetime.now(UTC))
+    writer = sqlite_writer(path, lambda: datetime.now(UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     targets = [Target("console"), Target("email")]
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    tasks = [asyncio.create_task(writer.accept(payload, targets)) for _ in range(150)]
+    tasks = [asyncio.create_task(accept(writer, payload, targets)) for _ in range(150)]
     # One turn of the loop: the tasks, scheduled first, each run to the point where their
     # request is handed to the writer and they wait for its commit.
     await asyncio.sleep(0)

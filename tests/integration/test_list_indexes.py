@@ -14,12 +14,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
+from deskbell.models import AssistanceRequestIn, AttemptResult, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
 from deskbell.storage.engine import Database, connect
 from deskbell.storage.migrate import alembic_config, upgrade
-from deskbell.storage.store import AttemptResult, Store
+from deskbell.storage.store import Storage
 from deskbell.storage.tables import metadata
+from tests.ledger import record_attempt
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -61,10 +62,10 @@ def req(topic: str) -> AssistanceRequestIn:
     return AssistanceRequestIn(topic=topic, description="help")
 
 
-async def test_status_filter_pages_newest_first_once_per_request(store: Store) -> None:
+async def test_status_filter_pages_newest_first_once_per_request(store: Storage) -> None:
     ids = []
     for i in range(7):  # two deliveries each, both pending: listed once
-        stored, _ = await store.accept(
+        stored, _ = await store.requests.accept_one(
             req("sales" if i % 2 == 0 else "pricing"),
             [Target("a"), Target("b")],
             T0 + timedelta(minutes=i),
@@ -74,7 +75,7 @@ async def test_status_filter_pages_newest_first_once_per_request(store: Store) -
     pages: list[str] = []
     cursor = None
     for _ in range(4):
-        page, cursor = await store.list_requests(
+        page, cursor = await store.reads.list_requests(
             status=DeliveryStatus.PENDING, limit=2, cursor=cursor
         )
         pages += [s.id for s in page]
@@ -82,24 +83,26 @@ async def test_status_filter_pages_newest_first_once_per_request(store: Store) -
             break
     assert pages == newest_first
     assert cursor is None
-    sales, _ = await store.list_requests(topic="sales", status=DeliveryStatus.PENDING)
+    sales, _ = await store.reads.list_requests(topic="sales", status=DeliveryStatus.PENDING)
     assert [s.id for s in sales] == [ids[6], ids[4], ids[2], ids[0]]
     assert all(len(s.deliveries) == 2 for s in sales)
-    recent, _ = await store.list_requests(
+    recent, _ = await store.reads.list_requests(
         status=DeliveryStatus.PENDING, since=T0 + timedelta(minutes=5)
     )
     assert [s.id for s in recent] == [ids[6], ids[5]]
-    page, cursor = await store.list_requests(topic="pricing", limit=2, cursor=ids[5])
+    page, cursor = await store.reads.list_requests(topic="pricing", limit=2, cursor=ids[5])
     assert ([s.id for s in page], cursor) == ([ids[3], ids[1]], None)
-    assert await store.list_requests(status=DeliveryStatus.IN_FLIGHT) == ([], None)
+    assert await store.reads.list_requests(status=DeliveryStatus.IN_FLIGHT) == ([], None)
 
 
-async def test_status_filter_keeps_requests_with_any_delivery_in_it(store: Store) -> None:
-    stored, _ = await store.accept(req("sales"), [Target("a"), Target("b")], T0)
-    claimed = await store.claim("w", T0, lease=timedelta(seconds=30), limit=1)
-    await store.record_attempt(claimed[0], AttemptResult(Outcome.SENT, DeliveryStatus.SENT, T0, T0))
+async def test_status_filter_keeps_requests_with_any_delivery_in_it(store: Storage) -> None:
+    stored, _ = await store.requests.accept_one(req("sales"), [Target("a"), Target("b")], T0)
+    claimed = await store.queue.claim("w", T0, lease=timedelta(seconds=30), limit=1)
+    await record_attempt(
+        store, claimed[0], AttemptResult(Outcome.SENT, DeliveryStatus.SENT, T0, T0)
+    )
     for status in (DeliveryStatus.SENT, DeliveryStatus.PENDING):
-        page, _ = await store.list_requests(status=status)
+        page, _ = await store.reads.list_requests(status=status)
         assert [s.id for s in page] == [stored.id]
         assert sorted(d.status for d in page[0].deliveries) == ["pending", "sent"]
 
@@ -107,7 +110,7 @@ async def test_status_filter_keeps_requests_with_any_delivery_in_it(store: Store
 async def test_sqlite_plans_read_the_page_from_an_index(sqlite_url: str) -> None:
     """Each filtered list reads an index in id order; none scans `requests`."""
     db = connect(sqlite_url)
-    store = Store(db)
+    store = Storage.open(db)
     seen: list[tuple[str, Any]] = []
 
     @event.listens_for(db.reader.sync_engine, "before_cursor_execute")
@@ -125,7 +128,7 @@ async def test_sqlite_plans_read_the_page_from_an_index(sqlite_url: str) -> None
     ]
     try:
         for kwargs in filters:
-            await store.list_requests(**kwargs)
+            await store.reads.list_requests(**kwargs)
     finally:
         await db.dispose()
     path = make_url(sqlite_url).database

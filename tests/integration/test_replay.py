@@ -18,14 +18,14 @@ from deskbell.api.schemas import overall_status
 from deskbell.channels.base import RetryConfig, SendResult
 from deskbell.cli import app as cli
 from deskbell.delivery.dispatch import next_status
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, Outcome
+from deskbell.models import AssistanceRequestIn, AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
 from deskbell.storage.engine import connect
-from deskbell.storage.records import AttemptResult, Claimed
-from deskbell.storage.store import Store
+from deskbell.storage.store import Storage
 from deskbell.wiring import Runtime
 from tests.conftest import ENGINES, fresh_database, running_app, wait_for_request
 from tests.fakes.slack import FakeSlack
+from tests.ledger import attempts_of, record_attempt
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -51,14 +51,14 @@ def sent(at: datetime) -> AttemptResult:
     )
 
 
-async def one(store: Store, at: datetime, channel: str | None = None) -> Claimed:
-    claimed = await store.claim("w", at, lease=LEASE, limit=10)
+async def one(store: Storage, at: datetime, channel: str | None = None) -> Claimed:
+    claimed = await store.queue.claim("w", at, lease=LEASE, limit=10)
     (found,) = [c for c in claimed if channel is None or c.delivery.channel == channel]
     return found
 
 
-async def test_replay_counts_the_budget_from_the_replay(store: Store) -> None:
-    stored, _ = await store.accept(req(), [Target("a")], T0)
+async def test_replay_counts_the_budget_from_the_replay(store: Storage) -> None:
+    stored, _ = await store.requests.accept_one(req(), [Target("a")], T0)
     policy = RetryConfig(max_attempts=3, max_age=3600)
     settings = type("S", (), {"retry": policy})()  # what next_status reads of the settings
     at = T0
@@ -66,70 +66,70 @@ async def test_replay_counts_the_budget_from_the_replay(store: Store) -> None:
         claimed = await one(store, at)
         status, next_at = next_status(claimed, SendResult.transient("503"), settings, at)  # type: ignore[arg-type]
         result = AttemptResult(Outcome.TRANSIENT, status, at, at, "503", next_at)
-        assert await store.record_attempt(claimed, result)
+        assert await record_attempt(store, claimed, result)
         at = next_at or at
     assert status is DeliveryStatus.DEAD  # three attempts spent
     later = T0 + timedelta(days=2)  # past max_age too
-    revived = await store.retry_dead(stored.deliveries[0].id, later)
+    revived = await store.queue.retry_dead(stored.deliveries[0].id, later)
     assert (revived.status, revived.attempts) == (DeliveryStatus.PENDING, 3)
     claimed = await one(store, later)
     assert (claimed.delivery.attempts, claimed.budget_attempts) == (4, 1)
     assert claimed.budget_since == later
     status, next_at = next_status(claimed, SendResult.transient("503"), settings, later)  # type: ignore[arg-type]
     assert status is DeliveryStatus.RETRYING  # before: dead at once (4 >= 3, and 2 days old)
-    assert await store.record_attempt(
-        claimed, AttemptResult(Outcome.TRANSIENT, status, later, later, "503", next_at)
+    assert await record_attempt(
+        store, claimed, AttemptResult(Outcome.TRANSIENT, status, later, later, "503", next_at)
     )
-    assert [a.number for a in await store.attempts_of(claimed.delivery.id)] == [1, 2, 3, 4]
+    assert [a.number for a in await attempts_of(store, claimed.delivery.id)] == [1, 2, 3, 4]
 
 
-async def test_a_replayed_delivery_given_back_unsent_is_pending(store: Store) -> None:
-    await store.accept(req(), [Target("a")], T0)
+async def test_a_replayed_delivery_given_back_unsent_is_pending(store: Storage) -> None:
+    await store.requests.accept_one(req(), [Target("a")], T0)
     claimed = await one(store, T0)
-    await store.record_attempt(claimed, dead(T0))
-    await store.retry_dead(claimed.delivery.id, T0)
+    await record_attempt(store, claimed, dead(T0))
+    await store.queue.retry_dead(claimed.delivery.id, T0)
     again = await one(store, T0)
-    assert await store.release(again, T0)
-    delivery = await store.get_delivery(again.delivery.id)
+    assert await store.queue.release_many([again], T0)
+    delivery = await store.reads.get_delivery(again.delivery.id)
     assert delivery is not None
     assert (delivery.status, delivery.attempts) == (DeliveryStatus.PENDING, 1)
 
 
-async def test_a_sent_fallback_is_not_sent_again(store: Store) -> None:
-    stored, _ = await store.accept(req(), [Target("slack", fallback="mail")], T0)
+async def test_a_sent_fallback_is_not_sent_again(store: Storage) -> None:
+    stored, _ = await store.requests.accept_one(req(), [Target("slack", fallback="mail")], T0)
     slack = await one(store, T0)
-    await store.record_attempt(slack, dead(T0))
+    await record_attempt(store, slack, dead(T0))
     mail = await one(store, T0 + timedelta(minutes=1), "mail")
-    await store.record_attempt(mail, sent(T0))
-    loaded = await store.get_request(stored.id)
+    await record_attempt(store, mail, sent(T0))
+    loaded = await store.reads.get_request(stored.id)
     assert loaded is not None
     assert overall_status(loaded.deliveries) == "sent"  # dead, but covered by its fallback
-    await store.retry_dead(slack.delivery.id, T0 + timedelta(hours=1))
-    loaded = await store.get_request(stored.id)
+    await store.queue.retry_dead(slack.delivery.id, T0 + timedelta(hours=1))
+    loaded = await store.reads.get_request(stored.id)
     assert loaded is not None
     assert overall_status(loaded.deliveries) == "pending"
     replayed = await one(store, T0 + timedelta(hours=1))
     assert replayed.delivery.channel == "slack"
-    await store.record_attempt(replayed, dead(T0 + timedelta(hours=1)))
-    loaded = await store.get_request(stored.id)
+    await record_attempt(store, replayed, dead(T0 + timedelta(hours=1)))
+    loaded = await store.reads.get_request(stored.id)
     assert loaded is not None
     assert [(d.channel, d.status) for d in loaded.deliveries] == [
         ("slack", DeliveryStatus.DEAD),
         ("mail", DeliveryStatus.SENT),
     ]
     assert overall_status(loaded.deliveries) == "sent"
-    assert await store.claim("w", T0 + timedelta(days=1), lease=LEASE, limit=10) == []
+    assert await store.queue.claim("w", T0 + timedelta(days=1), lease=LEASE, limit=10) == []
 
 
-async def test_a_pending_fallback_is_not_doubled(store: Store) -> None:
+async def test_a_pending_fallback_is_not_doubled(store: Storage) -> None:
     """The replayed delivery dies again while its first fallback still waits: still one."""
-    stored, _ = await store.accept(req(), [Target("slack", fallback="mail")], T0)
-    await store.record_attempt(slack := await one(store, T0), dead(T0))
-    await store.retry_dead(slack.delivery.id, T0)
-    claimed = await store.claim("w", T0, lease=LEASE, limit=10, room={"mail": 0})
+    stored, _ = await store.requests.accept_one(req(), [Target("slack", fallback="mail")], T0)
+    await record_attempt(store, slack := await one(store, T0), dead(T0))
+    await store.queue.retry_dead(slack.delivery.id, T0)
+    claimed = await store.queue.claim("w", T0, lease=LEASE, limit=10, room={"mail": 0})
     (again,) = claimed
-    await store.record_attempt(again, dead(T0))
-    loaded = await store.get_request(stored.id)
+    await record_attempt(store, again, dead(T0))
+    loaded = await store.reads.get_request(stored.id)
     assert loaded is not None
     assert [d.channel for d in loaded.deliveries] == ["slack", "mail"]
     assert overall_status(loaded.deliveries) == "pending"
@@ -140,11 +140,11 @@ async def test_deskbell_retry_gives_the_same_fresh_budget(engine: str, tmp_path:
     """`deskbell retry` calls the same `Store.retry_dead`: budget counted from the replay."""
     async with fresh_database(engine, tmp_path) as url:
         db = connect(url)
-        store = Store(db)
+        store = Storage.open(db)
         try:
-            await store.accept(req(), [Target("a")], T0)
+            await store.requests.accept_one(req(), [Target("a")], T0)
             claimed = await one(store, T0)
-            await store.record_attempt(claimed, dead(T0))
+            await record_attempt(store, claimed, dead(T0))
             env = {"DESKBELL_DATABASE_URL": url}
             root = logging.getLogger()
             handlers, level = root.handlers[:], root.level
@@ -166,16 +166,16 @@ async def test_deskbell_retry_gives_the_same_fresh_budget(engine: str, tmp_path:
             await db.dispose()
 
 
-async def test_replay_refuses_what_is_not_dead(store: Store) -> None:
+async def test_replay_refuses_what_is_not_dead(store: Storage) -> None:
     from deskbell.errors import InvalidState, NotFound
 
-    await store.accept(req(), [Target("a")], T0)
+    await store.requests.accept_one(req(), [Target("a")], T0)
     claimed = await one(store, T0)
     with pytest.raises(InvalidState):
-        await store.retry_dead(claimed.delivery.id, T0)
+        await store.queue.retry_dead(claimed.delivery.id, T0)
     for missing in ("missing", "x\x00", "01a20e96-a158-7083-9904-12079b6f92ed"):
         with pytest.raises(NotFound):
-            await store.retry_dead(missing, T0)
+            await store.queue.retry_dead(missing, T0)
 
 
 CONFIG = """
@@ -230,7 +230,7 @@ async def test_replay_over_http_gets_a_fresh_budget_and_no_second_fallback(
                 what="the replayed delivery dead again",
             )
             body = (await client.get(f"/v1/assistance-requests/{request_id}")).json()
-            numbers = [a.number for a in await runtime.store.attempts_of(slack_id)]
+            numbers = [a.number for a in await attempts_of(runtime.store, slack_id)]
         assert len(fake_slack.requests) == 4  # two more attempts: a fresh budget of 2
         assert numbers == [1, 2, 3, 4]
         assert [(d["channel"], d["status"]) for d in body["deliveries"]] == [

@@ -9,7 +9,7 @@ per change of state, a counter for repeats.
   failure is real: the deliveries table is renamed away and back.
 - The PostgreSQL listener logs losing its connection and reconnecting, once each.
 
-The stores below are the real Store; they only hold a call until the test opens a gate."""
+The stores below are the real storage; they only hold a call until the test opens a gate."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from structlog.testing import capture_logs
 from deskbell.delivery.notify import asyncpg_dsn, listen_for_due_work
 from deskbell.delivery.streaks import FailureStreaks
 from deskbell.delivery.worker import WorkerPool
-from deskbell.models import AssistanceRequestIn, DeliveryStatus
+from deskbell.models import AssistanceRequestIn, AttemptResult, Claimed, DeliveryStatus
 from deskbell.routing.router import Target
+from deskbell.storage.attempts import Attempts
 from deskbell.storage.engine import Database
-from deskbell.storage.records import AttemptResult, Claimed
-from deskbell.storage.store import Store
+from deskbell.storage.queue import DeliveryQueue
+from deskbell.storage.store import Storage
 from deskbell.storage.tables import deliveries
 from deskbell.wiring import Runtime
 from tests.fakes import wait_until_async, wait_until_true
@@ -52,11 +53,14 @@ routes:
 """
 
 
-class HeldStore(Store):
-    """The real Store; result commits wait for `record_gate`, renewals for `renew_gate`."""
+class HeldStore:
+    """The real storage; result commits wait for `record_gate`, renewals for `renew_gate`."""
 
     def __init__(self, db: Database) -> None:
-        super().__init__(db)
+        real = Storage.open(db)
+        self.db, self.requests, self.reads, self.keys = db, real.requests, real.reads, real.keys
+        self.queue = HeldQueue(db, self)
+        self.attempts = HeldAttempts(db, self)
         self.record_gate = asyncio.Event()
         self.record_gate.set()
         self.renew_gate = asyncio.Event()
@@ -64,17 +68,29 @@ class HeldStore(Store):
         self.renew_waiting = asyncio.Event()
         self.renewed: list[tuple[set[str], set[str]]] = []  # (asked, kept)
 
+
+class HeldAttempts(Attempts):
+    def __init__(self, db: Database, gates: HeldStore) -> None:
+        super().__init__(db)
+        self.gates = gates
+
     async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
-        await self.record_gate.wait()
+        await self.gates.record_gate.wait()
         return await super().record_attempts(items)
+
+
+class HeldQueue(DeliveryQueue):
+    def __init__(self, db: Database, gates: HeldStore) -> None:
+        super().__init__(db)
+        self.gates = gates
 
     async def renew(
         self, owner: str, delivery_ids: Sequence[str], now: Any, *, lease: timedelta
     ) -> set[str]:
-        self.renew_waiting.set()
-        await self.renew_gate.wait()
+        self.gates.renew_waiting.set()
+        await self.gates.renew_gate.wait()
         kept = await super().renew(owner, delivery_ids, now, lease=lease)
-        self.renewed.append((set(delivery_ids), kept))
+        self.gates.renewed.append((set(delivery_ids), kept))
         return kept
 
 
@@ -82,7 +98,9 @@ async def accept(runtime: Runtime, n: int, channel: str = "sales-slack") -> list
     ids = []
     for i in range(n):
         payload = AssistanceRequestIn(topic="sales", description=f"request {i}")
-        stored, _ = await runtime.store.accept(payload, [Target(channel)], runtime.clock.now())
+        stored, _ = await runtime.store.requests.accept_one(
+            payload, [Target(channel)], runtime.clock.now()
+        )
         ids.append(stored.deliveries[0].id)
     return ids
 
@@ -109,7 +127,7 @@ async def test_a_renewal_racing_our_own_commit_is_not_a_lost_lease(
             store.record_gate.set()  # ...while our results commit...
 
             async def all_sent() -> bool:
-                found = [await store.get_delivery(i) for i in ids]
+                found = [await store.reads.get_delivery(i) for i in ids]
                 return all(d is not None and d.status is DeliveryStatus.SENT for d in found)
 
             await wait_until_true(all_sent, what="the results committed")
@@ -182,7 +200,7 @@ async def test_a_failing_claim_logs_once_counts_the_rest_and_logs_recovery(
             (delivery_id,) = await accept(runtime, 1, channel="console")
 
             async def sent() -> bool:
-                found = await runtime.store.get_delivery(delivery_id)
+                found = await runtime.store.reads.get_delivery(delivery_id)
                 return found is not None and found.status is DeliveryStatus.SENT
 
             await wait_until_true(sent, what="delivered after the recovery")

@@ -63,7 +63,7 @@ async def test_401_without_a_valid_key(
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == code
     assert answer.headers["www-authenticate"] == "Bearer"
-    assert (await runtime.store.list_requests())[0] == []
+    assert (await runtime.store.reads.list_requests())[0] == []
     assert (await client.get("/v1/topics", headers=headers)).status_code == 401
 
 
@@ -171,7 +171,7 @@ async def test_signed_webhook_and_its_replay(client: httpx.AsyncClient, runtime:
     assert replay.json()["id"] == first.json()["id"]
     other = await client.post(URL, content=body, headers=signed(body, msg_id="msg_2"))
     assert other.json()["id"] != first.json()["id"]
-    assert len((await runtime.store.list_requests())[0]) == 2
+    assert len((await runtime.store.reads.list_requests())[0]) == 2
     # A signature grants ingest only.
     hdrs = signed(b"", msg_id="msg_3")
     assert (await client.get("/v1/topics", headers=hdrs)).status_code == 403
@@ -193,7 +193,7 @@ async def test_signed_webhook_refusals(
     answer = await client.post(URL, content=body, headers=hdrs)
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == code
-    assert (await runtime.store.list_requests())[0] == []
+    assert (await runtime.store.reads.list_requests())[0] == []
 
 
 async def test_config_sources_sign_too(make_runtime: Callable[..., Runtime]) -> None:

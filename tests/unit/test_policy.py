@@ -16,8 +16,7 @@ from deskbell.channels.base import (
 )
 from deskbell.delivery.dispatch import next_status
 from deskbell.delivery.policy import RetryPolicy
-from deskbell.models import AssistanceRequestIn, Delivery, DeliveryStatus, Outcome
-from deskbell.storage.store import Claimed
+from deskbell.models import AssistanceRequestIn, Claimed, Delivery, DeliveryStatus, Outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -35,7 +35,7 @@ from deskbell.api.incoming import Incoming
 from deskbell.api.limits import RateLimiter, read_body
 from deskbell.api.webhooks import SignatureError, Verifier, is_signed, parse_secrets, verify
 from deskbell.errors import ConfigError
-from deskbell.storage.keys import KeyStore, Scope, hash_key
+from deskbell.storage.keys import Scope, hash_key
 from deskbell.wiring import Runtime
 
 MIN_KEY_CHARS = 32
@@ -102,7 +102,7 @@ class Authenticator:
     def __init__(self, runtime: Runtime, *, now: Callable[[], float] = time.monotonic) -> None:
         settings = runtime.settings
         self.runtime = runtime
-        self.keys = KeyStore(runtime.db)
+        self.keys = runtime.store.keys
         self.env_keys = parse_env_keys(settings.api_keys.get_secret_value())
         self.env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, now=now)

@@ -11,7 +11,7 @@ from fastapi import Depends, Path, Request
 from pydantic import AwareDatetime, BeforeValidator
 
 from deskbell.api.errors import ApiError
-from deskbell.storage.records import parse_id
+from deskbell.storage.ids import parse_id
 from deskbell.wiring import Runtime
 
 

@@ -28,8 +28,8 @@ from deskbell.api.errors import ApiError
 from deskbell.api.incoming import Incoming
 from deskbell.api.middleware import HEADER, request_id_from
 from deskbell.api.routes.ingest import Answer, accept_request
+from deskbell.models import RequestTrace
 from deskbell.storage.keys import Scope as KeyScope
-from deskbell.storage.records import RequestTrace
 from deskbell.wiring import Runtime
 
 PATH = "/v1/assistance-requests"

@@ -15,16 +15,15 @@ from deskbell.channels.base import Channel, ChannelSettings, Message, SendResult
 from deskbell.clock import Clock
 from deskbell.delivery.policy import RetryPolicy
 from deskbell.metrics import Metrics
-from deskbell.models import DeliveryStatus, Outcome
-from deskbell.storage.records import AttemptResult, Claimed
+from deskbell.models import AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
 
 class ResultSink(Protocol):
-    """Where an attempt's result goes: the worker's group commit (`AttemptRecorder`), or the
-    `Store` itself, one transaction per result. True if recorded, False if the lease was lost."""
+    """Where an attempt's result goes: the worker's group commit (`AttemptRecorder`). True if
+    recorded, False if the lease was lost."""
 
     async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool: ...
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from deskbell.aio import first_completed
 from deskbell.delivery.streaks import FailureStreaks
-from deskbell.storage.queue import NOTIFY_CHANNEL
+from deskbell.storage.engine import NOTIFY_CHANNEL
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF = 30.0

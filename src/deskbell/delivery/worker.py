@@ -42,7 +42,8 @@ from deskbell.delivery.notify import listen_for_due_work
 from deskbell.delivery.recorder import AttemptRecorder, Handover
 from deskbell.delivery.streaks import FailureStreaks, describe
 from deskbell.metrics import Metrics
-from deskbell.storage.store import Claimed, Store
+from deskbell.models import Claimed
+from deskbell.storage.store import Storage
 from deskbell.tracing import Tracing
 
 log = structlog.get_logger(__name__)
@@ -61,7 +62,7 @@ def worker_id() -> str:
 class WorkerPool:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         channels: ChannelLookup,
         clock: Clock,
         *,
@@ -82,7 +83,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
-        self.recorder = AttemptRecorder(store)
+        self.recorder = AttemptRecorder(store.attempts)
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
         self._running: Counter[str] = Counter()  # sends under way, per channel
         self._sending = 0
@@ -135,7 +136,7 @@ class WorkerPool:
             self._wake.clear()
             claimed: list[Claimed] = []
             try:
-                claimed = await self.store.claim(
+                claimed = await self.store.queue.claim(
                     self.owner,
                     self.clock.now(),
                     lease=self.lease,
@@ -162,7 +163,7 @@ class WorkerPool:
         """Deliveries held but not to be sent go back, due now, the attempt not counted; if
         that fails, their leases expire and another worker takes them. How many went back."""
         try:
-            return await self.store.release_many(claimed, self.clock.now()) if claimed else 0
+            return await self.store.queue.release_many(claimed, self.clock.now()) if claimed else 0
         except Exception as exc:
             if self.metrics is not None:
                 self.metrics.worker_error("release")
@@ -266,7 +267,9 @@ class WorkerPool:
             if not held:
                 continue
             try:
-                kept = await self.store.renew(self.owner, held, self.clock.now(), lease=self.lease)
+                kept = await self.store.queue.renew(
+                    self.owner, held, self.clock.now(), lease=self.lease
+                )
             except Exception as exc:
                 self.streaks.failed("lease_renew", exc)
                 continue
@@ -281,7 +284,7 @@ class WorkerPool:
         now = self.clock.now()
         timeout = self.poll_seconds
         try:
-            due = await self.store.next_due_at()
+            due = await self.store.queue.next_due_at()
         except Exception:
             due = None
         if due is not None:

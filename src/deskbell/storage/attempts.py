@@ -16,18 +16,15 @@ that dies again does not send its fallback twice).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from deskbell.models import Delivery, DeliveryStatus
-from deskbell.storage.engine import Database
-from deskbell.storage.records import AttemptResult, Claimed, new_id
+from deskbell.models import AttemptResult, Claimed, Delivery, DeliveryStatus
+from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.rows import NewRows
 from deskbell.storage.tables import attempts, deliveries
-
-NOTIFY_CHANNEL = "deskbell_due"
 
 # One statement for every result of a batch; the WHERE repeats the lease guard that the
 # locking read already checked, so no path can write a result for a lease it lost.
@@ -51,16 +48,6 @@ _RECORD = (
 )
 
 
-# The attempts the retry budget counts: those since the last replay (`storage/queue.py`).
-_SINCE_REPLAY = deliveries.c.attempts - sa.func.coalesce(deliveries.c.replay_base, 0)
-
-
-async def notify_due(conn: AsyncConnection) -> None:
-    """Wake listening workers when this transaction commits (PostgreSQL; no-op on SQLite)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
-
-
 def _held(claimed: Claimed, row: Any) -> bool:
     return bool(
         row.lease_owner == claimed.lease_owner
@@ -69,25 +56,18 @@ def _held(claimed: Claimed, row: Any) -> bool:
     )
 
 
-class AttemptLedger:
-    """Attempt results and graceful-stop releases; `DeliveryQueue` (and so `Store`) inherits
-    them."""
+class Attempts:
+    """Records attempt results, a batch of them per transaction."""
 
-    db: Database
-
-    async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool:
-        """Record the attempt and the delivery's new status, if we still hold the lease.
-
-        Returns False (and changes nothing) when the lease was lost to another worker. A
-        delivery that goes dead with a fallback channel gets a new linked delivery, in the
-        same transaction.
-        """
-        (kept,) = await self.record_attempts([(claimed, result)])
-        return kept
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.rows = NewRows(db.writer.dialect)
 
     async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
-        """`record_attempt` for many deliveries in one transaction; one flag per item, in
-        order. The transaction is all or nothing: if it raises, nothing of it was written."""
+        """Record each attempt and its delivery's new status, if the lease is still held; one
+        flag per item, in order (False: the lease was lost, nothing of it written). A delivery
+        that goes dead with a fallback channel gets a new linked delivery. The transaction is
+        all or nothing: if it raises, nothing of it was written."""
         if not items:
             return []
         ids = [claimed.delivery.id for claimed, _ in items]
@@ -112,49 +92,14 @@ class AttemptLedger:
                 if row is not None and ok:
                     written.append((claimed, result, row.fallback_channel))
             if written:
-                await _write(conn, written)
+                await _write(conn, written, self.rows)
         return kept
-
-    async def release(self, claimed: Claimed, now: datetime) -> bool:
-        """Give a delivery back unsent (graceful stop): due now, the attempt not counted."""
-        return bool(await self.release_many([claimed], now))
-
-    async def release_many(self, items: Sequence[Claimed], now: datetime) -> int:
-        """`release` for many deliveries in one transaction; returns how many were still ours
-        (one whose result was committed meanwhile is not in flight any more, so stays as is)."""
-        owners: dict[str, list[str]] = {}
-        for claimed in items:
-            owners.setdefault(claimed.lease_owner, []).append(claimed.delivery.id)
-        released = 0
-        async with self.db.writer.begin() as conn:
-            for owner, ids in owners.items():
-                result = await conn.execute(
-                    deliveries.update()
-                    .where(
-                        deliveries.c.id.in_(ids),
-                        deliveries.c.lease_owner == owner,
-                        deliveries.c.status == DeliveryStatus.IN_FLIGHT.value,
-                    )
-                    .values(
-                        status=sa.case(
-                            (_SINCE_REPLAY <= 1, DeliveryStatus.PENDING.value),
-                            else_=DeliveryStatus.RETRYING.value,
-                        ),
-                        attempts=deliveries.c.attempts - 1,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        next_attempt_at=now,
-                        updated_at=now,
-                    )
-                )
-                released += result.rowcount
-            if released:
-                await notify_due(conn)
-        return released
 
 
 async def _write(
-    conn: AsyncConnection, written: Sequence[tuple[Claimed, AttemptResult, str | None]]
+    conn: AsyncConnection,
+    written: Sequence[tuple[Claimed, AttemptResult, str | None]],
+    rows: NewRows,
 ) -> None:
     """The held results of a batch: one executemany per statement."""
     await conn.execute(
@@ -197,23 +142,12 @@ async def _write(
         return
     covered = await _with_fallback(conn, [claimed.delivery for claimed, _, _ in dying])
     fallbacks = [
-        {
-            "id": new_id(),
-            "request_id": claimed.delivery.request_id,
-            "channel": fallback,
-            "status": DeliveryStatus.PENDING.value,
-            "attempts": 0,
-            "created_at": result.finished_at,
-            "updated_at": result.finished_at,
-            "next_attempt_at": result.finished_at,
-            "fallback_channel": None,
-            "fallback_of": claimed.delivery.id,
-        }
+        (claimed.delivery.request_id, fallback, claimed.delivery.id, result.finished_at)
         for claimed, result, fallback in dying
         if claimed.delivery.id not in covered
     ]
     if fallbacks:
-        await conn.execute(deliveries.insert(), fallbacks)
+        await rows.insert_fallbacks(conn, fallbacks)
         await notify_due(conn)
 
 

@@ -5,11 +5,11 @@ as long as the stall lasts. Past the deadline the wait ends with `IngestTimeout`
 answers 503 with Retry-After), but the write itself is never interrupted: a batch already
 handed to the database may still commit later, so the answer says "maybe stored" and a client
 retries with its Idempotency-Key. A request whose batch had not begun when its wait ended is
-dropped by the writer (`abandoned`), so it is never stored.
+dropped by the writer (`storage/batcher.py`, `skip_ended`), so it is never stored.
 
-The group-commit waits are watched by one timer per writer, not one per request: a timer per
-request (`asyncio.timeout`) cost several times what the rest of this feature does; here a
-request costs an append to a list, and the timer runs only while requests wait.
+The group-commit waits are watched by one timer per writer, not one per request (see
+docs/performance.md): a request costs an append to a list, and the timer runs only while
+requests wait.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -41,14 +41,6 @@ class IngestTimeout(DeskbellError):
         return max(1, math.ceil(self.seconds))
 
 
-def abandoned(future: asyncio.Future[None]) -> bool:
-    """Whether a request's wait has already ended (deadline or cancel): its writer skips it.
-
-    The SQLite writer thread asks this too; it only reads the future's state (one field, under
-    the GIL), and a wait that ends just after the read is the "may still be stored" case."""
-    return future.done()
-
-
 class Deadline:
     """Ends group-commit waits that outlive `seconds`, and bounds other ingest waits (`run`).
 
@@ -61,12 +53,12 @@ class Deadline:
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
         self.tick = min(MAX_TICK, seconds / 4) if seconds else MAX_TICK
-        self._open: list[asyncio.Future[None]] = []  # watched since the last tick
-        self._closed: list[tuple[float, list[asyncio.Future[None]]]] = []  # (due, waits)
+        self._open: list[asyncio.Future[Any]] = []  # watched since the last tick
+        self._closed: list[tuple[float, list[asyncio.Future[Any]]]] = []  # (due, waits)
         self._timer: asyncio.TimerHandle | None = None
         self._late: set[asyncio.Task[object]] = set()
 
-    def watch(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    def watch(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         """Fail `future` with IngestTimeout if it is still pending `seconds` from now."""
         if self.seconds is None:
             return

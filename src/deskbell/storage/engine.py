@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from deskbell.errors import DeskbellError
 
@@ -43,14 +44,19 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.writer.dialect.name == "sqlite"
-
     async def dispose(self) -> None:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+
+NOTIFY_CHANNEL = "deskbell_due"
+
+
+async def notify_due(conn: AsyncConnection) -> None:
+    """Wake listening workers when this transaction commits (PostgreSQL; no-op on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
 
 
 SQLITE_PRAGMAS = (

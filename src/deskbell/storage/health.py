@@ -62,7 +62,8 @@ class WriteProbe:
         self.timeout = timeout
         self.interval = interval
         self._monotonic = monotonic
-        self._path = sqlite_file(db.url) if db.is_sqlite else None
+        self._path = sqlite_file(db.url)
+        self._sqlite = db.writer.dialect.name == "sqlite"
         self._lock = asyncio.Lock()
         self._checked_at: float | None = None
         self._problem: str | None = None
@@ -93,7 +94,7 @@ class WriteProbe:
             async with asyncio.timeout(self.timeout + 1.0):  # PostgreSQL's own end first
                 if self._path is not None:
                     await asyncio.to_thread(_sqlite_beat, self._path, now, self.timeout)
-                elif self.db.is_sqlite:
+                elif self._sqlite:
                     await self._engine_beat(now)  # an in-memory database: no second connection
                 else:
                     await self._postgres_beat(now)

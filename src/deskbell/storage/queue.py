@@ -1,11 +1,11 @@
-"""The work queue half of the Store: claiming due deliveries under a lease, renewing leases,
-and replaying dead deliveries; recording attempts and releasing on a graceful stop are
-`storage/attempts.py`, which `DeliveryQueue` inherits.
+"""The delivery queue: claiming due deliveries under a lease, renewing leases, giving them back
+on a graceful stop, and replaying dead deliveries. Attempt results are `storage/attempts.py`.
 
-Every status change of a delivery happens here, in one transaction, guarded by the lease: an
-update names the lease owner and the attempt count it expects, so a worker whose lease expired
-and was taken over cannot overwrite the new owner's result. On PostgreSQL, a change that makes
-work due sends NOTIFY in the same transaction, so listening workers wake at the commit.
+Every status change of a delivery happens in one transaction, guarded by the lease: an
+update names the lease owner (and where it matters the attempt count) it expects, so a worker
+whose lease expired and was taken over cannot overwrite the new owner's result. On PostgreSQL,
+a change that makes work due sends NOTIFY in the same transaction, so listening workers wake
+at the commit.
 """
 
 from __future__ import annotations
@@ -16,53 +16,29 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from deskbell.errors import InvalidState, NotFound
-from deskbell.models import AssistanceRequestIn, Attempt, Delivery, DeliveryStatus, Outcome
-from deskbell.storage.attempts import NOTIFY_CHANNEL, AttemptLedger, notify_due
+from deskbell.models import (
+    AssistanceRequestIn,
+    Claimed,
+    Delivery,
+    DeliveryStatus,
+    RequestTrace,
+)
 from deskbell.storage.claims import choose
-from deskbell.storage.engine import Database
-from deskbell.storage.records import Claimed, RequestTrace, delivery_from_row, parse_id
-from deskbell.storage.tables import attempts, deliveries, requests
+from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.ids import parse_id
+from deskbell.storage.reads import delivery_from_row
+from deskbell.storage.tables import deliveries, requests
 
-__all__ = ["NOTIFY_CHANNEL", "DeliveryQueue", "notify_due"]
 _DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+# The attempts the retry budget counts: those since the last replay.
+_SINCE_REPLAY = deliveries.c.attempts - sa.func.coalesce(deliveries.c.replay_base, 0)
 
 
-class DeliveryQueue(AttemptLedger):
-    """Queries on deliveries and attempts; `Store` inherits them."""
+class DeliveryQueue:
+    """The work queue over the deliveries table, on the writer engine (reads on the reader)."""
 
-    db: Database
-
-    async def get_delivery(self, delivery_id: str) -> Delivery | None:
-        """The delivery, or None; a value that is not an id (a UUID) names none."""
-        key = parse_id(delivery_id)
-        if key is None:
-            return None
-        async with self.db.reader.connect() as conn:
-            row = (await conn.execute(sa.select(deliveries).where(deliveries.c.id == key))).first()
-        return None if row is None else delivery_from_row(row)
-
-    async def attempts_of(self, delivery_id: str) -> list[Attempt]:
-        key = parse_id(delivery_id)
-        if key is None:
-            return []
-        async with self.db.reader.connect() as conn:
-            result = await conn.execute(
-                sa.select(attempts).where(attempts.c.delivery_id == key).order_by(attempts.c.number)
-            )
-            return [
-                Attempt(
-                    delivery_id=r.delivery_id,
-                    number=r.number,
-                    started_at=r.started_at,
-                    duration_ms=r.duration_ms,
-                    outcome=Outcome(r.outcome),
-                    error=r.error,
-                    worker=r.worker,
-                )
-                for r in result
-            ]
-
-    # ---- the work queue -----------------------------------------------------------------
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def claim(
         self,
@@ -143,6 +119,40 @@ class DeliveryQueue(AttemptLedger):
             )
             return set(result.scalars())
 
+    async def release_many(self, items: Sequence[Claimed], now: datetime) -> int:
+        """Give deliveries back unsent (graceful stop): due now, the attempt not counted.
+        Returns how many were still ours (one whose result was committed meanwhile is not in
+        flight any more, so stays as is)."""
+        owners: dict[str, list[str]] = {}
+        for claimed in items:
+            owners.setdefault(claimed.lease_owner, []).append(claimed.delivery.id)
+        released = 0
+        async with self.db.writer.begin() as conn:
+            for owner, ids in owners.items():
+                result = await conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.id.in_(ids),
+                        deliveries.c.lease_owner == owner,
+                        deliveries.c.status == DeliveryStatus.IN_FLIGHT.value,
+                    )
+                    .values(
+                        status=sa.case(
+                            (_SINCE_REPLAY <= 1, DeliveryStatus.PENDING.value),
+                            else_=DeliveryStatus.RETRYING.value,
+                        ),
+                        attempts=deliveries.c.attempts - 1,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        next_attempt_at=now,
+                        updated_at=now,
+                    )
+                )
+                released += result.rowcount
+            if released:
+                await notify_due(conn)
+        return released
+
     async def retry_dead(self, delivery_id: str, now: datetime) -> Delivery:
         """Replay: a dead delivery goes back to pending, due now, with a fresh retry budget.
 
@@ -181,16 +191,6 @@ class DeliveryQueue(AttemptLedger):
                 raise InvalidState(f"delivery {key} is {found.status}, not dead")
             await notify_due(conn)
         return delivery_from_row(revived)
-
-    async def delivery_counts(self) -> dict[tuple[str, DeliveryStatus], int]:
-        """(channel, status) -> number of deliveries; cheap enough for a status page or gauge."""
-        async with self.db.reader.connect() as conn:
-            result = await conn.execute(
-                sa.select(deliveries.c.channel, deliveries.c.status, sa.func.count()).group_by(
-                    deliveries.c.channel, deliveries.c.status
-                )
-            )
-            return {(r[0], DeliveryStatus(r[1])): int(r[2]) for r in result}
 
     async def next_due_at(self) -> datetime | None:
         """When the earliest waiting delivery becomes due, so an idle worker sleeps just enough."""

@@ -1,6 +1,6 @@
-"""Reading requests back: one by id, or a filtered newest-first page (`RequestReads`, which
-`Store` inherits). Each is one statement, and stored payloads are built without validating
-them again (they were validated when accepted)."""
+"""Reading requests back: one by id, or a filtered newest-first page, and a delivery by id.
+Each is one statement, and stored payloads are built without validating them again (they were
+validated when accepted)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.errors import DeskbellError
-from deskbell.models import AssistanceRequestIn, DeliveryStatus, StoredRequest
+from deskbell.models import AssistanceRequestIn, Delivery, DeliveryStatus, StoredRequest
 from deskbell.storage.engine import Database
-from deskbell.storage.records import delivery_from_row, parse_id
+from deskbell.storage.ids import parse_id
 from deskbell.storage.tables import deliveries, requests
 
 
@@ -24,7 +24,24 @@ class InvalidCursor(DeskbellError):
 
 
 class RequestReads:
-    db: Database
+    """Reads of requests and deliveries, on the reader engine."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def ping(self) -> None:
+        """Raises when the database cannot answer a read."""
+        async with self.db.reader.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """The delivery, or None; a value that is not an id (a UUID) names none."""
+        key = parse_id(delivery_id)
+        if key is None:
+            return None
+        async with self.db.reader.connect() as conn:
+            row = (await conn.execute(sa.select(deliveries).where(deliveries.c.id == key))).first()
+        return None if row is None else delivery_from_row(row)
 
     async def get_request(self, request_id: str) -> StoredRequest | None:
         """The request, or None; a value that is not an id (a UUID) names none."""
@@ -34,7 +51,8 @@ class RequestReads:
         async with self.db.reader.connect() as conn:
             return await self._load(conn, key)
 
-    async def _load(self, conn: AsyncConnection, request_id: str) -> StoredRequest | None:
+    @staticmethod
+    async def _load(conn: AsyncConnection, request_id: str) -> StoredRequest | None:
         rows = await conn.execute(_with_deliveries(requests.c.id == request_id))
         found = _grouped(rows)
         return found[0] if found else None
@@ -175,3 +193,20 @@ def _grouped(rows: Iterable[Any]) -> list[StoredRequest]:
         if len(stored.deliveries) > 1:
             stored.deliveries.sort(key=attrgetter("id"))
     return found
+
+
+def delivery_from_row(row: Any) -> Delivery:
+    return Delivery(
+        id=row.id,
+        request_id=row.request_id,
+        channel=row.channel,
+        status=DeliveryStatus(row.status),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        sent_at=row.sent_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        fallback_of=row.fallback_of,
+    )

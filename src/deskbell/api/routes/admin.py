@@ -20,7 +20,7 @@ router = APIRouter(tags=["deliveries"])
 )
 async def retry_delivery(delivery_id: DeliveryId, runtime: RuntimeDep) -> DeliveryOut:
     try:
-        delivery = await runtime.store.retry_dead(delivery_id, runtime.clock.now())
+        delivery = await runtime.store.queue.retry_dead(delivery_id, runtime.clock.now())
     except NotFound as exc:
         raise ApiError(404, "not_found", f"no delivery {delivery_id}") from exc
     except InvalidState as exc:

@@ -29,9 +29,8 @@ from deskbell.api.incoming import Incoming
 from deskbell.api.limits import read_body
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
-from deskbell.models import AssistanceRequestIn, Receipt
+from deskbell.models import NO_TRACE, AssistanceRequestIn, Receipt, RequestTrace
 from deskbell.storage.deadline import IngestTimeout
-from deskbell.storage.records import NO_TRACE, RequestTrace
 from deskbell.wiring import Runtime
 
 router = APIRouter(tags=["ingest"])

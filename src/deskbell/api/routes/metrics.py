@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 async def metrics(runtime: RuntimeDep) -> Response:
     backlog: Backlog = {}
     try:
-        backlog = await runtime.store.backlog()
+        backlog = await runtime.store.queue.backlog()
     except (OperationalError, DBAPIError, OSError) as exc:
         log.warning("metrics_backlog_failed", error=str(exc))
     body = runtime.metrics.render(backlog, runtime.clock.now())

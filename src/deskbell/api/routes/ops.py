@@ -36,7 +36,7 @@ async def readyz(runtime: RuntimeDep) -> Any:
     sees every cause in one probe."""
     problems: dict[str, str] = {}
     try:
-        await runtime.store.ping()
+        await runtime.store.reads.ping()
     except Exception as exc:
         log.warning("readiness_failed", check="database", error=str(exc))
         problems["database"] = "unreachable"

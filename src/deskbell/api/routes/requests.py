@@ -33,7 +33,7 @@ def _json(data: Any) -> Response:
     responses={404: {"model": ErrorOut}},
 )
 async def get_request(request_id: RequestId, runtime: RuntimeDep) -> Response:
-    stored = await runtime.store.get_request(request_id)
+    stored = await runtime.store.reads.get_request(request_id)
     if stored is None:
         raise ApiError(404, "not_found", f"no assistance request {request_id}")
     return _json(request_data(stored))
@@ -55,7 +55,7 @@ async def list_requests(
     cursor: Annotated[str | None, Query(description="a page's `next_cursor`")] = None,
 ) -> Response:
     try:
-        items, next_cursor = await runtime.store.list_requests(
+        items, next_cursor = await runtime.store.reads.list_requests(
             topic=topic, status=status, since=since, limit=limit, cursor=cursor
         )
     except InvalidCursor as exc:

@@ -1,0 +1,243 @@
+"""New rows: a request, its deliveries and fallback deliveries, and the INSERTs that store them.
+
+The one place that knows which columns a new row fills and with what. The rows go to the
+driver as tuples through INSERTs compiled from `tables.py` once per dialect and row count:
+SQLAlchemy's per-row compilation and type processing cost more than the insert itself.
+
+Values every row of a statement shares (the timestamp, `pending`, 0 attempts) are bound once
+per statement (numbered parameters), and on SQLite a value that may be missing is bound as
+`''` and stored through `NULLIF(?, '')`: the sqlite3 module binds a None through a slow
+adapter lookup. The batch's timestamp is converted with the column type's own processor, so
+the stored values are exactly what SQLAlchemy writes and reads elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from operator import itemgetter
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from deskbell.models import (
+    NO_TRACE,
+    AssistanceRequestIn,
+    DeliveryReceipt,
+    DeliveryStatus,
+    Receipt,
+    RequestTrace,
+)
+from deskbell.routing.router import Target
+from deskbell.storage.ids import new_id
+from deskbell.storage.tables import UTCDateTime, deliveries, requests
+
+# The stored payload is the model's JSON without nulls. Its pydantic-core serializer is called
+# directly: `model_dump_json` puts a dozen keyword arguments through argument parsing per call.
+_SERIALIZER = AssistanceRequestIn.__pydantic_serializer__
+ROWS_PER_STATEMENT = 64  # SQLite: 64 rows of the widest table bind 452 values (oldest limit 999)
+
+# What a statement's rows share, in this order: `shared()` builds the values.
+SHARED = ("at", "status", "attempts", "blank")
+# Each table: the columns a row gives (in its tuple's order), and the shared value of the rest.
+REQUEST_OWN = (
+    "id",
+    "topic",
+    "payload",
+    "idempotency_key",
+    "body_hash",
+    "http_request_id",
+    "traceparent",
+)
+REQUEST_SHARED = {"created_at": "at"}
+DELIVERY_OWN = ("id", "request_id", "channel", "fallback_channel", "fallback_of")
+DELIVERY_SHARED = {
+    "status": "status",
+    "attempts": "attempts",
+    "created_at": "at",
+    "updated_at": "at",
+    "next_attempt_at": "at",
+}
+Row = tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """One request about to be stored, with the ids its 202 will carry (made on arrival)."""
+
+    id: str
+    topic: str
+    payload_json: str
+    deliveries: tuple[tuple[str, str, str | None], ...]  # (delivery id, channel, fallback)
+    trace: RequestTrace = NO_TRACE
+    idempotency_key: str | None = None
+    body_hash: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        payload: AssistanceRequestIn,
+        targets: Sequence[Target],
+        trace: RequestTrace = NO_TRACE,
+        *,
+        idempotency_key: str | None = None,
+        body_hash: str | None = None,
+    ) -> NewRequest:
+        return cls(
+            new_id(),
+            payload.topic,
+            _SERIALIZER.to_json(payload, exclude_none=True).decode(),
+            tuple([(new_id(), t.channel, t.fallback) for t in targets]),
+            trace,
+            idempotency_key,
+            body_hash,
+        )
+
+    def receipt(self) -> Receipt:
+        return Receipt(
+            self.id,
+            self.topic,
+            tuple([DeliveryReceipt(d, channel) for d, channel, _ in self.deliveries]),
+        )
+
+
+def stamp_for(dialect: Dialect) -> Callable[[datetime], object]:
+    """A timestamp as the driver gets it for a UTCDateTime column: `dialect_impl` applies the
+    dialect's own DateTime formatting too (SQLite's text), not only ours."""
+    stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return stamp if stamp is not None else lambda value: value
+
+
+class RowInsert:
+    """A table's INSERT of n new rows, compiled once per n, with the getter that orders a
+    statement's values (the shared ones, then each row's own) as its parameters."""
+
+    def __init__(
+        self,
+        table: sa.Table,
+        own: Sequence[str],
+        shared: dict[str, str],
+        dialect: Dialect,
+    ) -> None:
+        self.table = table
+        self.own = tuple(own)
+        self.shared = shared
+        self.sqlite = dialect.name == "sqlite"
+        # Numbered parameters, so a shared value is bound once per statement.
+        self._dialect = type(dialect)(paramstyle="numeric") if self.sqlite else dialect  # type: ignore[call-arg]
+        self._compiled: dict[int, tuple[str, itemgetter[object]]] = {}
+
+    def compiled(self, n: int) -> tuple[str, itemgetter[object]]:
+        found = self._compiled.get(n)
+        if found is None:
+            found = self._compiled[n] = self._compile(n)
+        return found
+
+    def _compile(self, n: int) -> tuple[str, itemgetter[object]]:
+        nullable = {c.name for c in self.table.columns if c.nullable}
+        blank: sa.BindParameter[object] = sa.bindparam("blank")
+        values: list[dict[str, object]] = []
+        for r in range(n):
+            row: dict[str, object] = {
+                name: sa.bindparam(bind) for name, bind in self.shared.items()
+            }
+            for name in self.own:
+                value: sa.BindParameter[object] = sa.bindparam(f"{name}_{r}")
+                row[name] = (
+                    sa.func.nullif(value, blank) if self.sqlite and name in nullable else value
+                )
+            values.append(row)
+        statement = self.table.insert().values(values if n > 1 else values[0])
+        compiled = statement.compile(dialect=self._dialect)
+        width = len(self.own)
+        index = {name: i for i, name in enumerate(SHARED)}
+        for r in range(n):
+            for c, name in enumerate(self.own):
+                index[f"{name}_{r}"] = len(SHARED) + r * width + c
+        order = [index[name] for name in compiled.positiontup or ()]
+        sql = str(compiled)
+        if self.sqlite:  # ?NNN: the numbered form the sqlite3 module binds from a sequence
+            sql = re.sub(r":(\d+)", r"?\1", sql)
+        return sql, itemgetter(*order)
+
+    def many(self, shared: Row, rows: Sequence[Row]) -> tuple[str, list[Row]]:
+        """The one-row statement and each row's parameters, for executemany."""
+        sql, getter = self.compiled(1)
+        return sql, [getter(shared + row) for row in rows]
+
+    def statements(self, shared: Row, rows: Sequence[Row]) -> Iterator[tuple[str, Row]]:
+        """Multi-row statements of up to ROWS_PER_STATEMENT rows each: executemany runs the
+        one-row statement per row, and SQLite opens a cursor on the table and each of its
+        indexes every time."""
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            sql, getter = self.compiled(len(chunk))
+            pool: list[object] = list(shared)
+            for row in chunk:
+                pool.extend(row)
+            yield sql, getter(pool)
+
+
+class NewRows:
+    """The rows of new requests, deliveries and fallbacks, and their INSERTs, for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.stamp = stamp_for(dialect)
+        self.blank: str | None = "" if dialect.name == "sqlite" else None  # a missing value
+        self.requests = RowInsert(requests, REQUEST_OWN, REQUEST_SHARED, dialect)
+        self.deliveries = RowInsert(deliveries, DELIVERY_OWN, DELIVERY_SHARED, dialect)
+
+    def shared(self, at: datetime) -> Row:
+        """The values in SHARED order: what every new row of a statement stamped `at` has."""
+        return (self.stamp(at), DeliveryStatus.PENDING.value, 0, self.blank)
+
+    def of(self, items: Sequence[NewRequest]) -> tuple[list[Row], list[Row]]:
+        """(request rows, delivery rows): each row's own values, in REQUEST_OWN and
+        DELIVERY_OWN order."""
+        blank = self.blank
+        request_rows: list[Row] = [
+            (
+                i.id,
+                i.topic,
+                i.payload_json,
+                i.idempotency_key or blank,
+                i.body_hash or blank,
+                i.trace.http_request_id or blank,
+                i.trace.traceparent or blank,
+            )
+            for i in items
+        ]
+        delivery_rows: list[Row] = [
+            (delivery_id, i.id, channel, fallback or blank, blank)
+            for i in items
+            for delivery_id, channel, fallback in i.deliveries
+        ]
+        return request_rows, delivery_rows
+
+    async def insert(
+        self, conn: AsyncConnection, items: Sequence[NewRequest], at: datetime
+    ) -> None:
+        """Insert new requests and their pending deliveries, stamped `at`, with one
+        executemany per table."""
+        shared = self.shared(at)
+        request_rows, delivery_rows = self.of(items)
+        await conn.exec_driver_sql(*self.requests.many(shared, request_rows))
+        if delivery_rows:
+            await conn.exec_driver_sql(*self.deliveries.many(shared, delivery_rows))
+
+    async def insert_fallbacks(
+        self, conn: AsyncConnection, dying: Sequence[tuple[str, str, str, datetime]]
+    ) -> None:
+        """One pending delivery to `channel` for each (request id, channel, dead delivery
+        id, time it died), linked to the dead one by `fallback_of`."""
+        sql, getter = self.deliveries.compiled(1)
+        await conn.exec_driver_sql(
+            sql,
+            [
+                getter((*self.shared(at), new_id(), request_id, channel, self.blank, of))
+                for request_id, channel, of, at in dying
+            ],
+        )
