@@ -252,4 +252,3 @@ class Batcher(Generic[T, R]):
             await runner
         # The runner's last settles were queued before the join's callback (or ran in the
         # task): every item handed over has been answered.
-
