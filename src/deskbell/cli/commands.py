@@ -9,9 +9,10 @@ against the real ones.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
     from deskbell.settings import Settings
+    from deskbell.storage.engine import Database
 
+T = TypeVar("T")
 HELP = (
     "Receive chatbot hand-off requests, store them, and deliver them to Slack, email, "
     "webhooks and more, with retries.\n\n"
@@ -217,17 +220,17 @@ def send(
         raise typer.Exit(1)
 
 
-def _with_store(action: Any) -> Any:
-    """Run `action(store)`; a SQLite file that is not there is an error, never created."""
+def _with_db(action: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `action(db)` on the configured database; a SQLite file that is not there is an
+    error, never created."""
     import asyncio
 
     from deskbell.storage.engine import connect
-    from deskbell.storage.store import Storage
 
-    async def run() -> Any:
+    async def run() -> T:
         db = connect(_settings().database_url, must_exist=True)
         try:
-            return await action(Storage.open(db))
+            return await action(db)
         finally:
             await db.dispose()
 
@@ -242,9 +245,12 @@ def requests_list(
 ) -> None:
     """The newest requests, one line each."""
     from deskbell.models import DeliveryStatus
+    from deskbell.storage.reads import RequestReads
 
     wanted = DeliveryStatus(status.value) if status else None
-    items, _ = _with_store(lambda s: s.reads.list_requests(topic=topic, status=wanted, limit=limit))
+    items, _ = _with_db(
+        lambda db: RequestReads(db).list_requests(topic=topic, status=wanted, limit=limit)
+    )
     for item in items:
         states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
         typer.echo(
@@ -256,8 +262,9 @@ def requests_list(
 def requests_show(request_id: str) -> None:
     """One request with its deliveries, as JSON."""
     from deskbell.api.schemas import RequestOut
+    from deskbell.storage.reads import RequestReads
 
-    stored = _with_store(lambda s: s.reads.get_request(request_id))
+    stored = _with_db(lambda db: RequestReads(db).get_request(request_id))
     if stored is None:
         fail(f"no request {request_id}", code=1)
     typer.echo(RequestOut.of(stored).model_dump_json(indent=2))
@@ -269,9 +276,11 @@ def retry(delivery_id: str) -> None:
     from deskbell.clock import SystemClock
     from deskbell.errors import DeskbellError
     from deskbell.storage.engine import NoDatabase
+    from deskbell.storage.queue import DeliveryQueue
 
     try:
-        delivery = _with_store(lambda s: s.queue.retry_dead(delivery_id, SystemClock().now()))
+        now = SystemClock().now()
+        delivery = _with_db(lambda db: DeliveryQueue(db).retry_dead(delivery_id, now))
     except NoDatabase:
         raise
     except DeskbellError as exc:
