@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deskbell.api.app import create_app
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 from tests.fakes import wait_until_async
@@ -197,3 +198,19 @@ async def test_database_unavailable_is_503(
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "database_unavailable"
     assert ready.status_code == 503
+
+
+async def test_served_the_same_behind_a_root_path(runtime: Runtime) -> None:
+    """Behind uvicorn's `--root-path /desk` the path arrives as /desk/v1/...: ingest still
+    answers it, with its request id, and counts it like any other."""
+    app = create_app(runtime, start_workers=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, root_path="/desk")
+        async with httpx.AsyncClient(transport=transport, base_url="http://deskbell") as client:
+            answer = await client.post(f"/desk{URL}", json=GOOD, headers={"X-Request-ID": "rp"})
+            assert answer.status_code == 202, answer.text
+            assert answer.headers["x-request-id"] == "rp"
+            assert await stored_count(runtime) == 1
+            runtime.metrics.flush()
+            sample = ("deskbell_requests_total", {"topic": "sales", "outcome": "accepted"})
+            assert runtime.metrics.registry.get_sample_value(*sample) == 1.0

@@ -1,4 +1,4 @@
-"""The lean ingest path reads headers from `IngestRequest.headers`, a plain dict; for the
+"""Ingest reads headers from `IngestRequest.headers`, a plain dict; for the
 lower-case names ingest asks for it must answer exactly as Starlette's `Headers` does,
 duplicates and latin-1 values included."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import Headers
 
-from deskbell.api.fast_ingest import IngestRequest, first_values
+from deskbell.api.incoming import IngestRequest, first_values
 
 RAW = [
     (b"content-type", b"application/json"),

@@ -13,33 +13,40 @@ from deskbell import __version__
 from deskbell.api.auth import Authenticator, read_or_admin, require_scope
 from deskbell.api.docs import install_docs
 from deskbell.api.errors import install_error_handlers
-from deskbell.api.fast_ingest import PATH as INGEST_PATH
-from deskbell.api.fast_ingest import IngestEndpoint
 from deskbell.api.middleware import ObservabilityMiddleware, record_route
 from deskbell.api.routes import admin, channels, config, ingest, metrics, ops, requests
+from deskbell.api.routes.ingest import PATH as INGEST_PATH
+from deskbell.api.routes.ingest import IngestEndpoint
 from deskbell.api.schemas import ErrorOut
 from deskbell.models import AssistanceRequestIn
 from deskbell.wiring import Runtime
 
 
 class DeskbellAPI(FastAPI):
-    """FastAPI, except that `POST /v1/assistance-requests` goes straight to the lean ingest
-    path (api/fast_ingest.py) before the middleware stack, and HEAD is answered wherever GET
-    is (`_head_as_get`); everything else, lifespan included, is FastAPI's."""
+    """FastAPI, except that every `POST /v1/assistance-requests` goes straight to `ingest`
+    (api/routes/ingest.py) before the middleware stack, and HEAD is answered wherever GET is
+    (`_head_as_get`); everything else, lifespan included, is FastAPI's."""
 
-    ingest_endpoint: IngestEndpoint | None = None
+    def __init__(self, ingest: IngestEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.ingest_endpoint
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
-        elif endpoint is not None and scope["path"] == INGEST_PATH and scope["method"] == "POST":
-            await endpoint(scope, receive, send)
+        elif scope["method"] == "POST" and _is_ingest(scope["path"], scope):
+            await self.ingest(scope, receive, send)
         elif scope["method"] == "HEAD":
             get_scope, headers_only = _head_as_get(scope, send)
             await super().__call__(get_scope, receive, headers_only)
         else:
             await super().__call__(scope, receive, send)
+
+
+def _is_ingest(path: str, scope: Scope) -> bool:
+    """The ingest path, behind the server's `root_path` if it has one (uvicorn's
+    `--root-path` puts it in front of `path`, and routing takes it off)."""
+    return path == INGEST_PATH or path == scope.get("root_path", "") + INGEST_PATH
 
 
 def _head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
@@ -67,22 +74,23 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
         finally:
             await runtime.aclose()
 
+    authenticator = Authenticator(runtime)
     app = DeskbellAPI(
+        IngestEndpoint(runtime, authenticator),
         title="deskbell",
         version=__version__,
         summary="Durable hand-off of chatbot assistance requests to Slack, email and more.",
         lifespan=lifespan,
         dependencies=[Depends(record_route)],
         # FastAPI's built-in telemetry looks up the global OpenTelemetry providers on every
-        # request (17% of the ingest CPU when measured); deskbell's own spans cover ingest and
-        # delivery instead (deskbell[otel], docs/operations.md).
+        # request; deskbell's own spans cover ingest and delivery instead (deskbell[otel],
+        # docs/operations.md).
         telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url=None,  # FastAPI's pages load from a CDN; api/docs.py serves them locally
         redoc_url=None,
     )
     app.state.runtime = runtime
-    app.state.authenticator = authenticator = Authenticator(runtime)
-    app.ingest_endpoint = IngestEndpoint(runtime, authenticator)
+    app.state.authenticator = authenticator
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, runtime=runtime)  # request id, HTTP metrics
     app.include_router(ops.router, responses=_ERROR_RESPONSES)  # /healthz, /readyz: open

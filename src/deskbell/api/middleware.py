@@ -8,7 +8,7 @@
 - `deskbell_http_request_duration_seconds` by method, route template (not the raw path, which
   carries ids) and status.
 
-The ingest route is served ahead of this middleware by `api/fast_ingest.py`, which does the
+Ingest is served ahead of this middleware by `IngestEndpoint` (api/routes/ingest.py), which does the
 same for it (plus its tracing span and `deskbell_requests_total`) with less machinery.
 
 Pure ASGI rather than `BaseHTTPMiddleware`, so the bound contextvars reach the route (same
