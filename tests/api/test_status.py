@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from deskbell.api.schemas import RequestOut, RequestPage, overall_status
+from deskbell.api.schemas import DeliveryOut, RequestOut, RequestPage, overall_status
 from deskbell.models import Delivery, DeliveryStatus
 from deskbell.wiring import Runtime
-from tests.conftest import running_app
+from tests.conftest import running_app, wait_for_request
+from tests.fakes.slack import FakeSlack
 
 URL = "/v1/assistance-requests"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -192,3 +193,38 @@ def test_request_status_counts_a_dead_delivery_covered_by_its_sent_fallback_as_s
     deliveries: list[tuple[str, ...]], expected: str
 ) -> None:
     assert overall_status([_delivery(*d) for d in deliveries]) == expected
+
+
+DEAD_END = """
+channels:
+  bad-slack:
+    type: slack
+    webhook_url: {url}
+    retry: {{max_attempts: 1}}
+routes:
+  - match: {{topic: sales}}
+    to: [bad-slack]
+"""
+
+
+async def test_retry_answers_the_bytes_its_response_model_renders(
+    make_runtime: Callable[..., Runtime], fake_slack: FakeSlack
+) -> None:
+    fake_slack.reply_with(503)
+    runtime = make_runtime(DEAD_END.format(url=fake_slack.url))
+    async with running_app(runtime) as client:
+        posted = (await client.post(URL, json={"topic": "sales", "description": "x"})).json()
+        delivery_id = posted["deliveries"][0]["id"]
+        await wait_for_request(
+            runtime,
+            posted["id"],
+            lambda s: s.deliveries[0].status is DeliveryStatus.DEAD,
+            what="the delivery dead",
+        )
+        retried = await client.post(f"/v1/deliveries/{delivery_id}/retry")
+    assert retried.status_code == 202
+    assert retried.headers["content-type"] == "application/json"
+    rendered = DeliveryOut.model_validate_json(retried.content).model_dump_json().encode()
+    assert rendered == retried.content
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 1)
+    assert retried.json()["last_error"]

@@ -1,4 +1,11 @@
-"""Wire models of the answers. Requests in are `models.AssistanceRequestIn`."""
+"""The answers: their models, which OpenAPI documents, and the one builder of each.
+
+Each answer is rendered once, from plain data (`delivery_data`, `request_data`), by `render`:
+a dict holding its model's fields in the model's order makes the bytes the model's
+`model_dump_json` makes, without building and validating a model per request, delivery and
+customer (tests/api/test_status.py holds each answer to its model's bytes; a field added to a
+model is added to its builder). Requests in are `models.AssistanceRequestIn`.
+"""
 
 from __future__ import annotations
 
@@ -35,10 +42,6 @@ class DeliveryOut(BaseModel):
     created_at: datetime
     fallback_of: str | None
 
-    @classmethod
-    def of(cls, d: Delivery) -> DeliveryOut:
-        return cls.model_validate(delivery_data(d))
-
 
 RequestStatus = Literal["pending", "sent", "dead"]
 _OPEN = {DeliveryStatus.PENDING, DeliveryStatus.IN_FLIGHT, DeliveryStatus.RETRYING}
@@ -72,25 +75,10 @@ class RequestOut(BaseModel):
     metadata: dict[str, Any]
     deliveries: list[DeliveryOut]
 
-    @classmethod
-    def of(cls, stored: StoredRequest) -> RequestOut:
-        return cls.model_validate(request_data(stored))
-
 
 class RequestPage(BaseModel):
     items: list[RequestOut]
     next_cursor: str | None
-
-
-# ---- the read routes' answers as plain data -----------------------------------------------
-#
-# Building a page of 50 as models (a RequestOut, DeliveryOut and Customer each, all validated)
-# and letting FastAPI check the page again took about twice the CPU of rendering these dicts
-# (0.4-0.6 ms a page against 0.3). The read routes render the dicts, with the same serializer:
-# each dict holds its model's fields in the model's order, so `render` makes the bytes that
-# model's `model_dump_json` makes (tests/api/test_status.py holds the two together; a field
-# added to a model must be added here too). The models stay what OpenAPI documents, and `of`
-# builds them from these dicts, so the mapping is written once.
 
 
 def delivery_data(d: Delivery) -> dict[str, Any]:
@@ -130,10 +118,10 @@ def request_data(stored: StoredRequest) -> dict[str, Any]:
     }
 
 
-def render(data: Any) -> bytes:
-    """JSON as FastAPI renders a response model: pydantic's serializer, compact, UTF-8,
-    datetimes as ISO 8601 with `Z`, and (as the models' default) non-finite floats as null."""
-    return to_json(data, inf_nan_mode="null")
+def render(data: Any, *, indent: int | None = None) -> bytes:
+    """JSON as a model's `model_dump_json` renders it: pydantic's serializer, UTF-8, datetimes
+    as ISO 8601 with `Z`, non-finite floats as null; compact unless `indent`."""
+    return to_json(data, indent=indent, inf_nan_mode="null")
 
 
 class TopicOut(BaseModel):

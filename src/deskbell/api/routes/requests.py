@@ -1,10 +1,7 @@
 """Reading requests back: one by id, or a newest-first page with a cursor (SPEC §2).
 
-Both answers are rendered once, from plain data (`schemas.request_data`), into the bytes
-their response models would make, and returned as a `Response`, which FastAPI sends as it
-is. Returning the models instead meant building and validating three per request
-(RequestOut, its DeliveryOut, a Customer) and FastAPI checking the page once more.
-`response_model` stays, for OpenAPI.
+Both answers are rendered by `schemas.render` from `schemas.request_data` and returned as a
+`Response`, which FastAPI sends as it is; `response_model` documents them.
 """
 
 from __future__ import annotations
