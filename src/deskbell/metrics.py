@@ -147,9 +147,6 @@ class Metrics:
     def topic_label(self, topic: str | None) -> str:
         return topic if topic is not None and topic in self.topics else OTHER
 
-    def request(self, topic: str | None, outcome: str) -> None:
-        self.requests.labels(self.topic_label(topic), outcome).inc()
-
     def attempt(
         self, channel: str, status: DeliveryStatus, seconds: float, latency: float | None
     ) -> None:

@@ -49,9 +49,8 @@ ALL_SCOPES = frozenset(Scope)
 
 
 class Principal(NamedTuple):
-    """Who is calling. A NamedTuple rather than a frozen dataclass, whose __init__ costs three
-    times as much: one is built for every request with a key or signature (the anonymous
-    one is cached, `_anonymous`)."""
+    """Who is calling. A NamedTuple, cheap to build: one is built for every request with a
+    key or signature (the anonymous one is cached, `_anonymous`)."""
 
     kind: Literal["key", "webhook", "anonymous"]
     name: str
@@ -121,8 +120,7 @@ class Authenticator:
 
     def _known_open(self) -> bool:
         """Auth is off as far as a recent look says: no keys, no sources, no probe due. Asked
-        first so that an unauthenticated request usually needs no `auth_required` coroutine
-        (creating and running one was a measurable share of an ingest request)."""
+        first so that an unauthenticated request usually needs no `auth_required` coroutine."""
         return (
             not self.required
             and self._now() < self._next_probe

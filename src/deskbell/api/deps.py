@@ -17,7 +17,7 @@ from deskbell.wiring import Runtime
 
 async def get_runtime(request: Request) -> Runtime:
     """Async so FastAPI calls it inline: a plain `def` dependency runs in the threadpool, a
-    thread hop on every request (measured at ~58 us of CPU a read)."""
+    thread hop on every request."""
     return cast("Runtime", request.app.state.runtime)
 
 

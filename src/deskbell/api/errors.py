@@ -13,8 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Scope
 
+from deskbell.errors import DeskbellError
 
-class ApiError(Exception):
+
+class ApiError(DeskbellError):
+    """An answer other than success: its status, code, message, details and headers."""
+
     def __init__(
         self,
         status: int,

@@ -40,8 +40,8 @@ async def read_body(request: Incoming, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
-    # The ASGI messages themselves rather than `request.stream()`: an async generator per
-    # request was a measurable share of the ingest CPU.
+    # The ASGI messages themselves rather than `request.stream()` (an async generator per
+    # request).
     message = await request.receive()
     if message["type"] == "http.disconnect":
         raise ClientDisconnect()

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from standardwebhooks import Webhook
 
 from deskbell.channels.kit.whsec import RULE, is_webhook_secret
-from deskbell.errors import ConfigError
+from deskbell.errors import ConfigError, DeskbellError
 
 TOLERANCE = timedelta(minutes=5)
 MAX_ID_CHARS = 200  # leaves room for the "webhook:" prefix in a 255-char Idempotency-Key
@@ -54,7 +54,9 @@ class Verified:
     webhook_id: str
 
 
-class SignatureError(Exception):
+class SignatureError(DeskbellError):
+    """A signed request that does not verify; `code` is the 401's error code."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
