@@ -261,13 +261,13 @@ def requests_list(
 @requests_app.command("show")
 def requests_show(request_id: str) -> None:
     """One request with its deliveries, as JSON."""
-    from deskbell.api.schemas import RequestOut
+    from deskbell.api.schemas import render, request_data
     from deskbell.storage.reads import RequestReads
 
     stored = _with_db(lambda db: RequestReads(db).get_request(request_id))
     if stored is None:
         fail(f"no request {request_id}", code=1)
-    typer.echo(RequestOut.of(stored).model_dump_json(indent=2))
+    typer.echo(render(request_data(stored), indent=2).decode())
 
 
 @app.command()
