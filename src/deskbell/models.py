@@ -135,10 +135,10 @@ class AssistanceRequestIn(BaseModel):
         """A payload read back from the database, built without validating it again.
 
         The store keeps only what this model accepted, as its JSON dump without nulls, so
-        the values are already valid and normalised. Validating them again cost about 30 us
-        a request on every read (the e-mail check most of it; 1.5 ms a page of 50). The
-        nested `Customer` is built too, so the result equals what validation makes. Only for
-        data this model dumped: anything else must go through `model_validate`.
+        the values are already valid and normalised, and validating them again on every
+        read would cost more than the read (docs/performance.md). The nested `Customer` is
+        built too, so the result equals what validation makes. Only for data this model
+        dumped: anything else must go through `model_validate`.
         """
         customer = data.get("customer")
         if customer is None:
