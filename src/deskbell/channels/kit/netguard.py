@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from deskbell.errors import DeskbellError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 METADATA_ADDRESSES = frozenset(
@@ -34,11 +36,11 @@ METADATA_ADDRESSES = frozenset(
 )
 
 
-class BlockedDestination(Exception):
+class BlockedDestination(DeskbellError):
     """The URL's host is, or resolves to, an address this channel may not reach."""
 
 
-class UnresolvableHost(Exception):
+class UnresolvableHost(DeskbellError):
     """DNS gave no answer; may be temporary."""
 
 
