@@ -4,13 +4,13 @@ in a batch changes nothing of that delivery; a batch whose commit fails is retri
 at a time, so only the bad result fails and nothing is marked sent that was not; a result
 waiting for its commit keeps its lease; stopping commits the results already handed over.
 
-The failure is real (a trigger refuses one attempt row), and so is the waiting: `GatedStore`
+The failure is real (a trigger refuses one attempt row), and so is the waiting: `GatedStorage`
 is the real storage whose `record_attempts` waits for the test to open a gate."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,14 +20,13 @@ from deskbell.delivery.recorder import AttemptRecorder
 from deskbell.delivery.worker import WorkerPool
 from deskbell.models import AssistanceRequestIn, AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.routing.router import Target
-from deskbell.storage.attempts import Attempts
-from deskbell.storage.engine import Database, connect
-from deskbell.storage.queue import DeliveryQueue
+from deskbell.storage.engine import connect
 from deskbell.storage.store import Storage
 from deskbell.storage.tables import deliveries
 from deskbell.wiring import Runtime
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack
+from tests.gated import GatedStorage
 from tests.ledger import attempts_of
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -49,66 +48,14 @@ POISON = {
 }
 
 
-class GatedStore:
-    """The real storage; counts its result transactions and claims, holds every result commit
-    until `gate` is open, and every claim that took something (after it committed) until
-    `claim_gate` is open."""
-
-    def __init__(self, db: Database) -> None:
-        real = Storage.open(db)
-        self.db, self.requests, self.reads, self.keys = db, real.requests, real.reads, real.keys
-        self.queue = GatedQueue(db, self)
-        self.attempts = GatedAttempts(db, self)
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.claim_gate = asyncio.Event()
-        self.claim_gate.set()
-        self.claim_held = asyncio.Event()
-        self.batches: list[int] = []
-        self.claims: list[int] = []
-
-
-class GatedAttempts(Attempts):
-    def __init__(self, db: Database, gates: GatedStore) -> None:
-        super().__init__(db)
-        self.gates = gates
-
-    async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
-        await self.gates.gate.wait()
-        self.gates.batches.append(len(items))
-        return await super().record_attempts(items)
-
-
-class GatedQueue(DeliveryQueue):
-    def __init__(self, db: Database, gates: GatedStore) -> None:
-        super().__init__(db)
-        self.gates = gates
-
-    async def claim(
-        self,
-        owner: str,
-        now: datetime,
-        *,
-        lease: timedelta,
-        limit: int,
-        room: Mapping[str, int] | None = None,
-    ) -> list[Claimed]:
-        found = await super().claim(owner, now, lease=lease, limit=limit, room=room)
-        if found:
-            self.gates.claims.append(len(found))
-            self.gates.claim_held.set()
-            await self.gates.claim_gate.wait()
-        return found
-
-
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[GatedStore]:
+async def store(database_url: str) -> AsyncIterator[GatedStorage]:
     db = connect(database_url)
-    yield GatedStore(db)
+    yield GatedStorage(db)
     await db.dispose()
 
 
-async def seed(store: Storage | GatedStore, n: int, fallback: str | None = None) -> list[Claimed]:
+async def seed(store: Storage | GatedStorage, n: int, fallback: str | None = None) -> list[Claimed]:
     for i in range(n):
         payload = AssistanceRequestIn(topic="sales", description=f"request {i}")
         await store.requests.accept_one(payload, [Target("a", fallback=fallback)], T0)
@@ -129,7 +76,7 @@ def result(status: DeliveryStatus, error: str | None = None) -> AttemptResult:
     )
 
 
-async def test_results_that_finish_together_share_a_commit(store: GatedStore) -> None:
+async def test_results_that_finish_together_share_a_commit(store: GatedStorage) -> None:
     claimed = await seed(store, 60, fallback="b")
     wanted = [
         [DeliveryStatus.SENT, DeliveryStatus.RETRYING, DeliveryStatus.DEAD][i % 3]
@@ -160,7 +107,7 @@ async def test_results_that_finish_together_share_a_commit(store: GatedStore) ->
         assert len(fallbacks) == (1 if status is DeliveryStatus.DEAD else 0)
 
 
-async def test_a_lost_lease_in_a_batch_changes_only_that_delivery(store: GatedStore) -> None:
+async def test_a_lost_lease_in_a_batch_changes_only_that_delivery(store: GatedStorage) -> None:
     mine = await seed(store, 3)
     late = T0 + timedelta(seconds=1)  # the others' leases run until T0 + LEASE
     async with store.db.writer.begin() as conn:  # the middle one's lease ran out: taken over
@@ -181,7 +128,7 @@ async def test_a_lost_lease_in_a_batch_changes_only_that_delivery(store: GatedSt
     assert await attempts_of(store, theirs.delivery.id) == []
 
 
-async def test_a_failed_batch_commit_fails_only_the_bad_result(store: GatedStore) -> None:
+async def test_a_failed_batch_commit_fails_only_the_bad_result(store: GatedStorage) -> None:
     async with store.db.writer.begin() as conn:
         for statement in POISON[conn.dialect.name]:
             await conn.execute(sa.text(statement))
@@ -239,12 +186,12 @@ async def accept(runtime: Runtime, n: int) -> list[str]:
     return ids
 
 
-async def statuses(store: Storage | GatedStore, ids: list[str]) -> list[DeliveryStatus]:
+async def statuses(store: Storage | GatedStorage, ids: list[str]) -> list[DeliveryStatus]:
     found = [await store.reads.get_delivery(i) for i in ids]
     return [d.status for d in found if d is not None]
 
 
-async def lease_ends(store: Storage | GatedStore, ids: list[str]) -> list[datetime]:
+async def lease_ends(store: Storage | GatedStorage, ids: list[str]) -> list[datetime]:
     found = [await store.reads.get_delivery(i) for i in ids]
     return [d.lease_expires_at or T0 for d in found if d is not None]
 
@@ -253,11 +200,11 @@ async def test_a_result_waiting_for_its_commit_keeps_its_lease(
     make_runtime: Callable[..., Runtime], fake_slack: FakeSlack, database_url: str
 ) -> None:
     runtime = make_runtime(slack_config(fake_slack), url=database_url)
-    store = GatedStore(runtime.db)
+    store = GatedStorage(runtime.db)
     lease = timedelta(seconds=1.5)
     pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=8, lease=lease)
     ids = await accept(runtime, 5)
-    store.gate.clear()
+    store.record_gate.clear()
     task = asyncio.create_task(pool.run())
     try:
         await wait_until_async(lambda: pool.recorder.pending == 5, what="5 results waiting")
@@ -270,23 +217,23 @@ async def test_a_result_waiting_for_its_commit_keeps_its_lease(
         await wait_until_async(lambda: runtime.clock.now() > first, what="the first lease over")
         taken = await store.queue.claim("other", runtime.clock.now(), lease=LEASE, limit=10)
         assert taken == []  # still ours: nobody else may send them again
-        store.gate.set()
+        store.record_gate.set()
 
         async def all_sent() -> bool:
             return await statuses(store, ids) == [DeliveryStatus.SENT] * 5
 
         await wait_until_true(all_sent, what="all sent once the commit goes through")
     finally:
-        store.gate.set()
+        store.record_gate.set()
         await pool.stop(grace=5)
         await task
         await runtime.aclose()
     assert len(fake_slack.payloads) == 5
 
 
-def gated_pool(runtime: Runtime) -> tuple[Runtime, GatedStore, WorkerPool]:
-    """A pool of 16 slots on a `GatedStore` over the runtime's database."""
-    store = GatedStore(runtime.db)
+def gated_pool(runtime: Runtime) -> tuple[Runtime, GatedStorage, WorkerPool]:
+    """A pool of 16 slots on a `GatedStorage` over the runtime's database."""
+    store = GatedStorage(runtime.db)
     return (
         runtime,
         store,
@@ -299,19 +246,19 @@ async def test_stop_commits_results_already_handed_over(
 ) -> None:
     runtime, store, pool = gated_pool(make_runtime(slack_config(fake_slack), url=database_url))
     ids = await accept(runtime, 12)
-    store.gate.clear()
+    store.record_gate.clear()
     task = asyncio.create_task(pool.run())
     try:
         await wait_until_async(lambda: pool.recorder.pending == 12, what="12 results waiting")
         stopping = asyncio.create_task(pool.stop(grace=0))  # past the grace at once
         await wait_until_async(lambda: pool.attempts == 0, what="the attempts cancelled")
         assert not stopping.done()  # it waits for the pending commits...
-        store.gate.set()
+        store.record_gate.set()
         await stopping  # ...and then releases nothing: every send was over
         await task
         final = await statuses(store, ids)
     finally:
-        store.gate.set()
+        store.record_gate.set()
         await runtime.aclose()
     assert final == [DeliveryStatus.SENT] * 12
     assert len(fake_slack.payloads) == 12

@@ -26,16 +26,13 @@ from structlog.testing import capture_logs
 from deskbell.delivery.notify import asyncpg_dsn, listen_for_due_work
 from deskbell.delivery.streaks import FailureStreaks
 from deskbell.delivery.worker import WorkerPool
-from deskbell.models import AssistanceRequestIn, AttemptResult, Claimed, DeliveryStatus
+from deskbell.models import AssistanceRequestIn, DeliveryStatus
 from deskbell.routing.router import Target
-from deskbell.storage.attempts import Attempts
-from deskbell.storage.engine import Database
-from deskbell.storage.queue import DeliveryQueue
-from deskbell.storage.store import Storage
 from deskbell.storage.tables import deliveries
 from deskbell.wiring import Runtime
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack
+from tests.gated import GatedStorage
 
 LEASE = timedelta(seconds=1.5)  # a heartbeat every 0.5 s
 
@@ -51,47 +48,6 @@ routes:
   - match: {{topic: sales}}
     to: [sales-slack]
 """
-
-
-class HeldStore:
-    """The real storage; result commits wait for `record_gate`, renewals for `renew_gate`."""
-
-    def __init__(self, db: Database) -> None:
-        real = Storage.open(db)
-        self.db, self.requests, self.reads, self.keys = db, real.requests, real.reads, real.keys
-        self.queue = HeldQueue(db, self)
-        self.attempts = HeldAttempts(db, self)
-        self.record_gate = asyncio.Event()
-        self.record_gate.set()
-        self.renew_gate = asyncio.Event()
-        self.renew_gate.set()
-        self.renew_waiting = asyncio.Event()
-        self.renewed: list[tuple[set[str], set[str]]] = []  # (asked, kept)
-
-
-class HeldAttempts(Attempts):
-    def __init__(self, db: Database, gates: HeldStore) -> None:
-        super().__init__(db)
-        self.gates = gates
-
-    async def record_attempts(self, items: Sequence[tuple[Claimed, AttemptResult]]) -> list[bool]:
-        await self.gates.record_gate.wait()
-        return await super().record_attempts(items)
-
-
-class HeldQueue(DeliveryQueue):
-    def __init__(self, db: Database, gates: HeldStore) -> None:
-        super().__init__(db)
-        self.gates = gates
-
-    async def renew(
-        self, owner: str, delivery_ids: Sequence[str], now: Any, *, lease: timedelta
-    ) -> set[str]:
-        self.gates.renew_waiting.set()
-        await self.gates.renew_gate.wait()
-        kept = await super().renew(owner, delivery_ids, now, lease=lease)
-        self.gates.renewed.append((set(delivery_ids), kept))
-        return kept
 
 
 async def accept(runtime: Runtime, n: int, channel: str = "sales-slack") -> list[str]:
@@ -113,7 +69,7 @@ async def test_a_renewal_racing_our_own_commit_is_not_a_lost_lease(
     make_runtime: Callable[..., Runtime], fake_slack: FakeSlack
 ) -> None:
     runtime = make_runtime(slack_config(fake_slack))
-    store = HeldStore(runtime.db)
+    store = GatedStorage(runtime.db)
     pool = WorkerPool(store, runtime.channels, runtime.clock, concurrency=8, lease=LEASE)
     store.record_gate.clear()
     store.renew_gate.clear()
