@@ -286,3 +286,34 @@ class AttemptResult:
     finished_at: datetime
     error: str | None = None
     next_attempt_at: datetime | None = None
+
+
+class Scope(StrEnum):
+    """What a key (or a signed webhook, or a token) may do."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+    def grants(self) -> frozenset[Scope]:
+        """What holding this scope allows: `admin` implies `read` (SPEC §3)."""
+        if self is Scope.ADMIN:
+            return frozenset({Scope.ADMIN, Scope.READ})
+        return frozenset({self})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only its name, scope and dates."""
+
+    id: str
+    name: str
+    scope: Scope
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

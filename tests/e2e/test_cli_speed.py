@@ -12,8 +12,7 @@ import pytest
 
 from deskbell.cli.commands import Status
 from deskbell.cli.keys import ScopeName
-from deskbell.models import DeliveryStatus
-from deskbell.storage.keys import Scope
+from deskbell.models import DeliveryStatus, Scope
 
 HEAVY = ("fastapi", "starlette", "sqlalchemy", "uvicorn", "alembic", "httpx", "deskbell.channels")
 PROBE = """

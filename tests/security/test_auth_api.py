@@ -14,7 +14,8 @@ import pytest
 
 from deskbell.api.app import create_app
 from deskbell.api.webhooks import sign
-from deskbell.storage.keys import KeyStore, Scope
+from deskbell.models import Scope
+from deskbell.storage.keys import KeyStore
 from deskbell.wiring import Runtime
 from tests.conftest import running_app
 

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from deskbell.errors import InvalidState, NotFound
+from deskbell.models import Scope
 from deskbell.storage.engine import connect
-from deskbell.storage.keys import KEY_PREFIX, KeyStore, Scope, hash_key
+from deskbell.storage.keys import KEY_PREFIX, KeyStore, hash_key
 from deskbell.storage.tables import api_keys
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

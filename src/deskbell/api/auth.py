@@ -35,7 +35,8 @@ from deskbell.api.incoming import Incoming
 from deskbell.api.limits import RateLimiter, read_body
 from deskbell.api.webhooks import SignatureError, Verifier, is_signed, parse_secrets, verify
 from deskbell.errors import ConfigError
-from deskbell.storage.keys import Scope, hash_key
+from deskbell.models import Scope
+from deskbell.storage.keys import hash_key
 from deskbell.wiring import Runtime
 
 MIN_KEY_CHARS = 32

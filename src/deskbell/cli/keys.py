@@ -31,7 +31,7 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revok
 
 
 class ScopeName(StrEnum):
-    """The values of deskbell.storage.keys.Scope, without importing SQLAlchemy."""
+    """The values of deskbell.models.Scope, without importing the models for `--help`."""
 
     INGEST = "ingest"
     READ = "read"
@@ -125,8 +125,8 @@ def create(
 ) -> None:
     """Create a key and print it once (stdout); only its hash is stored."""
     from deskbell.clock import SystemClock
+    from deskbell.models import Scope
     from deskbell.storage.engine import NoDatabase
-    from deskbell.storage.keys import Scope
 
     try:
         record, plain = _keys(lambda k: k.create(Scope(scope.value), SystemClock().now(), name))

@@ -18,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 import sqlalchemy as sa
 import uuid_utils
 from sqlalchemy.exc import IntegrityError
 
 from deskbell.errors import InvalidState, NotFound
+from deskbell.models import ApiKey, Scope
 from deskbell.storage.engine import Database
 from deskbell.storage.tables import api_keys
 
@@ -36,39 +35,12 @@ TOUCH_EVERY = timedelta(minutes=1)
 MAX_NAME = 64
 
 
-class Scope(StrEnum):
-    INGEST = "ingest"
-    READ = "read"
-    ADMIN = "admin"
-
-    def grants(self) -> frozenset[Scope]:
-        """What holding this scope allows: `admin` implies `read` (SPEC §3)."""
-        if self is Scope.ADMIN:
-            return frozenset({Scope.ADMIN, Scope.READ})
-        return frozenset({self})
-
-
 def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    name: str
-    scope: Scope
-    prefix: str
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_at is None
 
 
 def _key(row: sa.Row[tuple[object, ...]]) -> ApiKey:

@@ -37,9 +37,9 @@ from deskbell.api.middleware import HEADER, request_id_from
 from deskbell.api.schemas import Accepted, ErrorOut
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn, Receipt, RequestTrace
+from deskbell.models import Scope as KeyScope
 from deskbell.routing.router import Target
 from deskbell.storage.deadline import IngestTimeout
-from deskbell.storage.keys import Scope as KeyScope
 from deskbell.wiring import Runtime
 
 PATH = "/v1/assistance-requests"
