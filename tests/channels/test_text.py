@@ -64,3 +64,33 @@ def test_redact() -> None:
         "failed for <redacted>"
     )
     assert redact(None, "secret") is None
+
+
+TOKEN = "b7Qx2kP9zL0aVw3mR5tY8uN1"
+
+
+@pytest.mark.parametrize(
+    ("error", "secret"),
+    [
+        (
+            f"Cannot POST /services/T000/B000/{TOKEN}",
+            f"https://hooks.example/services/T000/B000/{TOKEN}",
+        ),
+        (f"HTTP 404: no hook {TOKEN}", f"https://crm.example/hooks/{TOKEN}"),
+        (f"HTTP 400: bad key=%2F{TOKEN}", f"https://crm.example/in?key=/{TOKEN}"),
+        (f"HTTP 403: unknown token {TOKEN}", f"https://crm.example/in?token={TOKEN}&v=1"),
+        (f"login failed for pw {TOKEN}", f"smtp://user:{TOKEN}@mail.example:587"),
+    ],
+)
+def test_redact_hides_the_parts_of_a_secret_url_a_peer_echoes(error: str, secret: str) -> None:
+    shown = redact(error, secret)
+    assert shown is not None
+    assert TOKEN not in shown
+    assert "<redacted>" in shown
+
+
+def test_redact_leaves_short_path_words_alone() -> None:
+    # "services" and "T000" are not secrets by themselves; the error stays readable.
+    assert redact("HTTP 500 from services", f"https://h.example/services/T000/{TOKEN}") == (
+        "HTTP 500 from services"
+    )

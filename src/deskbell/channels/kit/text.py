@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from deskbell.models import AssistanceRequestIn
 
@@ -138,9 +139,36 @@ def template_context(message: Message) -> dict[str, Any]:
     }
 
 
+MIN_TOKEN_SEGMENT = 16  # a path segment this long in a secret URL is taken for a token
+
+
+def secret_fragments(secret: str) -> list[str]:
+    """What of `secret` may show up in an error, longest first: the whole of it and, when it
+    is a URL, its path (with and without the query), its query, its password and every path
+    segment or query value long enough to be a token. A peer that answers "Cannot POST
+    /hooks/<token>" echoes only the path."""
+    fragments = {secret}
+    parts = urlsplit(secret)
+    if parts.scheme and parts.netloc:
+        path = parts.path.strip("/")
+        if path:
+            fragments.add(parts.path)
+            fragments.add(path)
+        if parts.query:
+            fragments.update((parts.query, f"{parts.path}?{parts.query}"))
+        if parts.password:
+            fragments.add(parts.password)
+        pieces = path.split("/") + [value for _, value in parse_qsl(parts.query)]
+        fragments.update(p for p in pieces if len(p) >= MIN_TOKEN_SEGMENT)
+        fragments.update(quote(f, safe="") for f in list(fragments) if quote(f, safe="") != f)
+    return sorted((f for f in fragments if f), key=len, reverse=True)
+
+
 def redact(text: str | None, secret: str) -> str | None:
-    """`text` with every occurrence of `secret` replaced, for error strings that leave the
-    channel (a Slack webhook URL is a credential)."""
+    """`text` with every fragment of `secret` (above) replaced, for error strings that leave
+    the channel (a Slack webhook URL is a credential)."""
     if text is None or not secret:
         return text
-    return text.replace(secret, "<redacted>")
+    for fragment in secret_fragments(secret):
+        text = text.replace(fragment, "<redacted>")
+    return text
