@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from deskbell.cli.commands import Status
 from deskbell.cli.keys import ScopeName
+from deskbell.cli.ledger import Status
 from deskbell.models import DeliveryStatus, Scope
 
 HEAVY = ("fastapi", "starlette", "sqlalchemy", "uvicorn", "alembic", "httpx", "deskbell.channels")

@@ -1,6 +1,7 @@
 """Process start-up: the `deskbell` command and the server and worker processes it runs.
 
-`commands.py` is the table of commands, `keys.py` the `apikey` commands and the bind rule,
+`commands.py` is the table of commands, `ledger.py` the `requests` and `retry` commands,
+`keys.py` the `apikey` commands and the bind rule,
 `serving.py` the processes (uvicorn, the app factories of `--processes N`, the worker),
 `head_limit.py` the bound on request heads, `errors.py` the one-line errors. Nothing outside
 this package imports it: it is the outermost layer (tests/unit/test_layers.py).

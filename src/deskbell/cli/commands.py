@@ -3,30 +3,22 @@ modules that do the work.
 
 Startup is part of the interface: `deskbell version` and `--help` import only Typer and this
 package, and every command imports what it needs (FastAPI, SQLAlchemy, uvicorn, the channels)
-when it runs. Option types are enums declared here for the same reason; a test checks them
-against the real ones.
+when it runs. Option types are enums declared in the cli modules for the same reason; a test
+checks them against the real ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from deskbell import __version__
-from deskbell.cli.errors import fail
+from deskbell.cli.errors import fail, read_settings
 from deskbell.cli.keys import keys_app
+from deskbell.cli.ledger import requests_app, retry
 
-if TYPE_CHECKING:
-    from pydantic_core import ErrorDetails
-
-    from deskbell.settings import Settings
-    from deskbell.storage.engine import Database
-
-T = TypeVar("T")
 HELP = (
     "Receive chatbot hand-off requests, store them, and deliver them to Slack, email, "
     "webhooks and more, with retries.\n\n"
@@ -41,23 +33,12 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Check routing config files.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
-requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
 channels_app = typer.Typer(no_args_is_help=True, help="Try the channels of a config.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(channels_app, name="channels")
 app.add_typer(keys_app, name="apikey")
-
-
-class Status(StrEnum):
-    """The values of deskbell.models.DeliveryStatus, without importing pydantic models."""
-
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    SENT = "sent"
-    RETRYING = "retrying"
-    DEAD = "dead"
 
 
 class Options:
@@ -73,23 +54,6 @@ def options(
     ] = False,
 ) -> None:
     Options.debug = debug
-
-
-def _settings(**overrides: Any) -> Settings:
-    from pydantic import ValidationError
-
-    from deskbell.settings import Settings
-
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        fail("; ".join(_setting_error(e) for e in exc.errors()))
-    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-
-
-def _setting_error(error: ErrorDetails) -> str:
-    name = "_".join(str(part) for part in error["loc"]).upper()
-    return f"DESKBELL_{name}: {error['msg']}"
 
 
 @app.command()
@@ -111,7 +75,7 @@ def serve(
     from deskbell.metrics import prepare_multiprocess
     from deskbell.observability import configure_logging
 
-    settings = _settings(host=host, port=port, processes=processes)
+    settings = read_settings(host=host, port=port, processes=processes)
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
     run = serve_here if settings.processes == 1 else serve_processes
@@ -125,7 +89,7 @@ def worker() -> None:
     from deskbell.metrics import prepare_multiprocess
     from deskbell.observability import configure_logging
 
-    settings = _settings()
+    settings = read_settings()
     configure_logging(settings.log_format, settings.log_level)
     prepare_multiprocess()
     run_worker(settings)
@@ -185,7 +149,7 @@ def db_upgrade() -> None:
     from deskbell.cli.serving import migrate
     from deskbell.observability import configure_logging
 
-    settings = _settings()
+    settings = read_settings()
     configure_logging(settings.log_format, settings.log_level)
     asyncio.run(migrate(settings))
     typer.echo("database is up to date")
@@ -220,74 +184,6 @@ def send(
         raise typer.Exit(1)
 
 
-def _with_db(action: Callable[[Database], Awaitable[T]]) -> T:
-    """Run `action(db)` on the configured database; a SQLite file that is not there is an
-    error, never created."""
-    import asyncio
-
-    from deskbell.storage.engine import connect
-
-    async def run() -> T:
-        db = connect(_settings().database_url, must_exist=True)
-        try:
-            return await action(db)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
-
-
-@requests_app.command("list")
-def requests_list(
-    topic: Annotated[str | None, typer.Option()] = None,
-    status: Annotated[Status | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
-) -> None:
-    """The newest requests, one line each."""
-    from deskbell.models import DeliveryStatus
-    from deskbell.storage.reads import RequestReads
-
-    wanted = DeliveryStatus(status.value) if status else None
-    items, _ = _with_db(
-        lambda db: RequestReads(db).list_requests(topic=topic, status=wanted, limit=limit)
-    )
-    for item in items:
-        states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
-        typer.echo(
-            f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.payload.topic:<12} {states}"
-        )
-
-
-@requests_app.command("show")
-def requests_show(request_id: str) -> None:
-    """One request with its deliveries, as JSON."""
-    from deskbell.api.schemas import render, request_data
-    from deskbell.storage.reads import RequestReads
-
-    stored = _with_db(lambda db: RequestReads(db).get_request(request_id))
-    if stored is None:
-        fail(f"no request {request_id}", code=1)
-    typer.echo(render(request_data(stored), indent=2).decode())
-
-
-@app.command()
-def retry(delivery_id: str) -> None:
-    """Put a dead delivery back to pending."""
-    from deskbell.clock import SystemClock
-    from deskbell.errors import DeskbellError
-    from deskbell.storage.engine import NoDatabase
-    from deskbell.storage.queue import DeliveryQueue
-
-    try:
-        now = SystemClock().now()
-        delivery = _with_db(lambda db: DeliveryQueue(db).retry_dead(delivery_id, now))
-    except NoDatabase:
-        raise
-    except DeskbellError as exc:
-        fail(f"{type(exc).__name__}: {exc}", code=1)
-    typer.echo(f"{delivery.id} is {delivery.status.value}")
-
-
 @channels_app.command("test")
 def channels_test(
     name: Annotated[str, typer.Argument(help="a channel of the config")],
@@ -305,7 +201,7 @@ def channels_test(
     from deskbell.errors import DeskbellError
     from deskbell.wiring import read_config
 
-    settings = _settings(config=config)
+    settings = read_settings(config=config)
     try:
         loaded, source = read_config(settings, build_registry())
     except DeskbellError as exc:
@@ -334,3 +230,6 @@ def channels_test(
 def version() -> None:
     """Print the version."""
     typer.echo(f"deskbell {__version__}")
+
+
+app.command()(retry)  # after the others: --help lists commands as they were added

@@ -12,11 +12,16 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from deskbell.errors import DeskbellError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+    from deskbell.settings import Settings
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -123,3 +128,22 @@ def quiet_orphaned_sqlite_threads() -> None:
         default(args)
 
     threading.excepthook = hook
+
+
+def read_settings(**overrides: Any) -> Settings:
+    """The process settings with `overrides` (None: not given); a bad DESKBELL_* variable is a
+    one-line failure naming it."""
+    from pydantic import ValidationError
+
+    from deskbell.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail("; ".join(_setting_error(e) for e in exc.errors()))
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _setting_error(error: ErrorDetails) -> str:
+    name = "_".join(str(part) for part in error["loc"]).upper()
+    return f"DESKBELL_{name}: {error['msg']}"

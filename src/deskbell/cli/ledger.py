@@ -1,0 +1,96 @@
+"""The commands that read or change the ledger from a shell: `deskbell requests list|show`
+and `deskbell retry`. They open only the storage object they need, and never create a
+database that is not there."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from deskbell.cli.errors import fail, read_settings
+
+if TYPE_CHECKING:
+    from deskbell.storage.engine import Database
+
+T = TypeVar("T")
+requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
+
+
+class Status(StrEnum):
+    """The values of deskbell.models.DeliveryStatus, without importing pydantic models."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+def with_db(action: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `action(db)` on the configured database; a SQLite file that is not there is an
+    error, never created."""
+    import asyncio
+
+    from deskbell.storage.engine import connect
+
+    async def run() -> T:
+        db = connect(read_settings().database_url, must_exist=True)
+        try:
+            return await action(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@requests_app.command("list")
+def requests_list(
+    topic: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[Status | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """The newest requests, one line each."""
+    from deskbell.models import DeliveryStatus
+    from deskbell.storage.reads import RequestReads
+
+    wanted = DeliveryStatus(status.value) if status else None
+    items, _ = with_db(
+        lambda db: RequestReads(db).list_requests(topic=topic, status=wanted, limit=limit)
+    )
+    for item in items:
+        states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
+        typer.echo(
+            f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.payload.topic:<12} {states}"
+        )
+
+
+@requests_app.command("show")
+def requests_show(request_id: str) -> None:
+    """One request with its deliveries, as JSON."""
+    from deskbell.api.schemas import render, request_data
+    from deskbell.storage.reads import RequestReads
+
+    stored = with_db(lambda db: RequestReads(db).get_request(request_id))
+    if stored is None:
+        fail(f"no request {request_id}", code=1)
+    typer.echo(render(request_data(stored), indent=2).decode())
+
+
+def retry(delivery_id: str) -> None:
+    """Put a dead delivery back to pending."""
+    from deskbell.clock import SystemClock
+    from deskbell.errors import DeskbellError
+    from deskbell.storage.engine import NoDatabase
+    from deskbell.storage.queue import DeliveryQueue
+
+    try:
+        now = SystemClock().now()
+        delivery = with_db(lambda db: DeliveryQueue(db).retry_dead(delivery_id, now))
+    except NoDatabase:
+        raise
+    except DeskbellError as exc:
+        fail(f"{type(exc).__name__}: {exc}", code=1)
+    typer.echo(f"{delivery.id} is {delivery.status.value}")
