@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import sqlalchemy as sa
 
-from deskbell.models import Attempt, AttemptResult, Claimed, DeliveryStatus, Outcome
+from deskbell.models import AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.storage.engine import Database
 from deskbell.storage.ids import parse_id
 from deskbell.storage.store import Storage
 from deskbell.storage.tables import attempts, deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One row of the attempts table (the service writes them; only tests read them back)."""
+
+    delivery_id: str
+    number: int
+    started_at: datetime
+    duration_ms: float
+    outcome: Outcome
+    error: str | None
+    worker: str | None = None
 
 
 def _database(source: Database | Storage) -> Database:

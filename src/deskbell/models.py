@@ -201,17 +201,6 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    delivery_id: str
-    number: int
-    started_at: datetime
-    duration_ms: float
-    outcome: Outcome
-    error: str | None
-    worker: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class StoredRequest:
     id: str
     created_at: datetime

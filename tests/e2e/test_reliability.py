@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from deskbell.models import Attempt, DeliveryStatus, Outcome
+from deskbell.models import DeliveryStatus, Outcome
 from deskbell.storage.engine import connect
 from deskbell.storage.store import Storage
 from deskbell.storage.tables import attempts, deliveries
 from tests.fakes import wait_until_async, wait_until_true
 from tests.fakes.slack import FakeSlack, Reply
 from tests.fakes.smtp import FakeSMTP
-from tests.ledger import attempts_of, delivery_counts
+from tests.ledger import Attempt, attempts_of, delivery_counts
 from tests.process import Deskbell, free_port, post_many
 
 MARK = re.compile(r"req-(\d{5})")
