@@ -46,3 +46,25 @@ class Settings(BaseSettings):
         default=False, description="serve /metrics without credentials (else scope read)"
     )
     rate_burst: int = Field(default=1000, ge=1, description="requests a key may send at once")
+    # Run-time config (SPEC §8, docs/operations.md).
+    secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="server key: encrypts literal secrets sent through the config API, signs "
+        "email claim links and dashboard sessions",
+    )
+    config_poll_seconds: float = Field(
+        default=1.0, gt=0, le=5, description="how often a node checks the active config version"
+    )
+    # The handoff (SPEC §9).
+    public_url: str | None = Field(
+        default=None, description="the URL people reach this service at, for links in emails"
+    )
+    claim_link_ttl_seconds: float = Field(default=86400.0, gt=0)
+    # OIDC bearer tokens (SPEC §3): on when issuer and audience are both set.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_scopes: str = Field(
+        default="", description="claim scope -> deskbell scope, e.g. request-assistance:ingest"
+    )
+    oidc_name_claim: str = Field(default="sub", description="the claim that names the caller")

@@ -58,9 +58,23 @@ requests = sa.Table(
     # and spans (storage/queue.py `RequestTrace`).
     sa.Column("http_request_id", sa.String(128), nullable=True),
     sa.Column("traceparent", sa.String(64), nullable=True),
+    # Migration 0007: the handoff (SPEC §9). `waiting` until a person claims it; who, when and
+    # through what (`slack`, `email`, `api`, `ui`); `source` is the signing source that sent it
+    # (its config block may name a callback_url).
+    sa.Column("handoff_state", sa.String(16), nullable=False, server_default="waiting"),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Column("claimed_via", sa.String(16), nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Column("resolved_at", UTCDateTime, nullable=True),
+    sa.Column("source", sa.String(64), nullable=True),
+    # Where the bot hears about this request (SPEC §9), fixed at accept time; NULL: nowhere.
+    sa.Column("callback_url", sa.Text, nullable=True),
     # Migration 0004: the list filtered by topic walks this newest first and stops after the
     # page (it replaces an index on topic alone, whose matches had to be sorted by id).
     sa.Index("ix_requests_topic_id", "topic", "id"),
+    # Migration 0007: `?handoff=waiting` newest first, and the unclaimed gauge.
+    sa.Index("ix_requests_handoff_state_id", "handoff_state", "id"),
 )
 
 deliveries = sa.Table(
@@ -86,6 +100,13 @@ deliveries = sa.Table(
     # Migration 0005: a replay gives a fresh retry budget, counted from here (storage/queue.py).
     sa.Column("replayed_at", UTCDateTime, nullable=True),
     sa.Column("replay_base", sa.Integer, nullable=True),  # attempts spent before the replay
+    # Migration 0007: NULL for a route's notification; `escalation` (an SLA step, `step` 1..n,
+    # due at `next_attempt_at`, cancelled when the request is claimed first) or `event` (a
+    # callback to the bot: `event_type` such as `request.claimed`, `event_body` its data).
+    sa.Column("kind", sa.String(16), nullable=True),
+    sa.Column("step", sa.Integer, nullable=True),
+    sa.Column("event_type", sa.String(32), nullable=True),
+    sa.Column("event_body", sa.JSON, nullable=True),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
     # Migration 0004: the list filtered by status reads request ids newest first from here.
     sa.Index("ix_deliveries_status_request_id", "status", "request_id"),
@@ -128,4 +149,21 @@ heartbeat = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("beat_at", UTCDateTime, nullable=True),
+)
+
+
+# Migration 0006: the routing config's versions (SPEC §8). `document` is the config as JSON,
+# `${VAR}` references as written and literal secrets Fernet-encrypted (config/secrets.py);
+# exactly one row is `active`. `summary` is what changed from the version before (JSON).
+config_versions = sa.Table(
+    "config_versions",
+    metadata,
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),  # SHA-256 of `document`
+    sa.Column("author", sa.String(128), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # api, file, cli, rollback
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=False, index=True),
 )
