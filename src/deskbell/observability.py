@@ -1,53 +1,184 @@
 """Logging setup: structlog, readable console lines by default, one JSON object a line with
-DESKBELL_LOG_FORMAT=json. Standard-library loggers (uvicorn, alembic) go through the same
-renderer so an operator sees one format."""
+DESKBELL_LOG_FORMAT=json.
+
+deskbell's own lines never go through the standard library's `logging`: a filtering bound
+logger drops a line below the level in one method call, and a line that is kept is rendered
+to bytes (orjson for JSON) and written to stderr in one `write`. Through `logging` a line cost
+more than validating and committing the request it reported (docs/performance.md). Other
+libraries' loggers (uvicorn, alembic) still use `logging`, rendered in the same format, so an
+operator sees one format either way.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
-from typing import Literal
+import time
+from collections.abc import Callable, MutableMapping
+from typing import IO, Any, Literal
 
+import orjson
 import structlog
 
+EventDict = MutableMapping[str, Any]
 
-def configure_logging(fmt: Literal["console", "json"] = "console", level: str = "info") -> None:
-    shared: list[structlog.types.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+
+class LineWriter:
+    """A structlog logger that writes each rendered line with one `write` (and flush), so lines
+    of several threads never interleave and none waits in a buffer when the process dies."""
+
+    __slots__ = ("_flush", "_write", "name")
+
+    def __init__(self, name: str, stream: IO[bytes] | _TextAsBytes) -> None:
+        self.name = name
+        self._write = stream.write
+        self._flush = stream.flush
+
+    def msg(self, line: bytes) -> None:
+        self._write(line + b"\n")
+        self._flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _byte_stream(stream: IO[str]) -> IO[bytes] | _TextAsBytes:
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        stream.flush()  # what was written as text goes out before our bytes
+        return buffer  # type: ignore[no-any-return]
+    return _TextAsBytes(stream)
+
+
+class _TextAsBytes:
+    """A text stream (a test's capture) seen as a byte stream."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> int:
+        return self._stream.write(data.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class _Timestamp:
+    """ISO 8601 UTC with microseconds, as structlog's TimeStamper writes it, for a fraction of
+    its cost: the text up to the second is formatted once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger: object, method: str, event: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event
+
+
+def _logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
+    event["logger"] = logger.name
+    return event
+
+
+_OWN_KEYS = frozenset({"timestamp", "level", "event", "logger", "exception", "stack"})
+
+
+def _console_line(logger: object, method: str, event: EventDict) -> bytes:
+    """The line structlog's ConsoleRenderer (colors off) writes, built in one pass: that
+    renderer pads, sorts and styles through a dozen calls per key, a third of a request's
+    cost at the default log level."""
+    parts = [
+        f"{event.get('timestamp', '')} [{event.get('level', method):<9}] "
+        f"{event.get('event', '')!s:<30} [{event.get('logger', '')}]"
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    for key in sorted(event.keys() - _OWN_KEYS):
+        value = event[key]
+        parts.append(f"{key}={value if isinstance(value, str) else repr(value)}")
+    line = " ".join(parts)
+    for trailer in ("stack", "exception"):
+        if trailer in event:
+            line += "\n" + str(event[trailer])
+    return line.encode("utf-8", "replace")
+
+
+def _renderers(
+    fmt: Literal["console", "json"],
+) -> tuple[list[structlog.types.Processor], structlog.types.Processor]:
+    """(our lines' last processors, ending in bytes; the stdlib formatter's renderer)."""
+    if fmt == "json":
+        return (
+            [structlog.processors.JSONRenderer(serializer=_orjson_dumps)],
+            structlog.processors.JSONRenderer(),
+        )
+    return [_console_line], structlog.dev.ConsoleRenderer(colors=False)
+
+
+def _orjson_dumps(value: Any, **_: Any) -> bytes:
+    """orjson, with a value it cannot encode (a Path) logged as its text; an integer beyond
+    64 bits, which orjson refuses outright, takes the standard library's path: a log line must
+    never fail the work it reports."""
+    try:
+        return orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace")
+
+
+def configure_logging(
+    fmt: Literal["console", "json"] = "console",
+    level: str = "info",
+    stream: IO[str] | None = None,
+) -> None:
+    out = stream if stream is not None else sys.stderr
+    level_number = logging.getLevelNamesMapping().get(level.upper())
+    if level_number is None:
+        raise ValueError(f"unknown log level {level!r}: debug, info, warning, error or critical")
+    ours, foreign_renderer = _renderers(fmt)
+    timestamp = _Timestamp()
+    byte_stream = _byte_stream(out)
+
+    def factory(*args: Any) -> LineWriter:
+        return LineWriter(str(args[0]) if args else "", byte_stream)
+
     structlog.configure(
-        # filter_by_level first: a line below the level costs one check, not a rendering
         processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _logger_name,
+            timestamp,
+            structlog.processors.format_exc_info,  # only does work when exc_info is given
+            *ours,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    foreign_chain: list[Callable[..., EventDict]] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        timestamp,
+    ]
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=foreign_chain,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                renderer,
+                foreign_renderer,
             ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level_number)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
