@@ -36,6 +36,12 @@ API
   queued/standing `Reply` with another status (429, 5xx) which is sent as that status.
   `Reply.api_error("not_in_channel")` is an `ok: false` answer; a payload counts in
   `payloads` only when the answer was ok.
+- Interactivity (the Claim button): `response_url` is a URL on this server (path under
+  `/actions/`) that takes what an app posts back to a click (JSON with `text` or `blocks`),
+  recorded in `responses`; `POST /api/chat.update` checks the token and needs `channel` (one
+  of `channels`), `ts` and a valid payload, like `chat.postMessage`, and records in
+  `updates`. Neither counts in `payloads`. `wait_for_responses(n)` / `wait_for_updates(n)`
+  (and `_async`) wait for them.
 - Waiting: `wait_for_payloads(n, timeout=5.0)` / `await wait_for_payloads_async(n, timeout)`
   return the payloads once at least `n` arrived, else raise AssertionError;
   `wait_for_requests(n)` / `wait_for_requests_async(n)` the same for all requests.
@@ -54,6 +60,8 @@ from tests.fakes import DEFAULT_TIMEOUT, wait_until, wait_until_async
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 API_PATH = "/api/chat.postMessage"
+UPDATE_PATH = "/api/chat.update"
+RESPONSE_PREFIX = "/actions/T000/1000000000001/"
 DEFAULT_BODIES = {
     200: "ok",
     400: "invalid_payload",
@@ -142,6 +150,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == API_PATH:
             self._answer_api(body)
             return
+        if self.path == UPDATE_PATH:
+            self._answer_update(body)
+            return
+        if self.path.startswith(RESPONSE_PREFIX):
+            self._answer_response(body)
+            return
         if self.path != fake.path:
             reply = Reply(404)
         elif self.command != "POST" or invalid_reason(self.headers.get("Content-Type", ""), body):
@@ -173,6 +187,45 @@ class _Handler(BaseHTTPRequestHandler):
         fake._record(recorded, accepted=ok)
         self._send(reply, reply.api_text, "application/json")
 
+    def _answer_update(self, body: bytes) -> None:
+        """`chat.update`: token, a known channel, a `ts`, a valid payload."""
+        fake = self.server.fake
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        payload = _json_object(body)
+        if headers.get("authorization") != f"Bearer {fake.token}":
+            reply = Reply.api_error("invalid_auth")
+        elif payload is None or invalid_reason(headers.get("content-type", ""), body):
+            reply = Reply.api_error("invalid_blocks")
+        elif payload.get("channel") not in fake.channels:
+            reply = Reply.api_error("channel_not_found")
+        elif not payload.get("ts"):
+            reply = Reply.api_error("message_not_found")
+        else:
+            reply = Reply()
+            with fake._lock:
+                fake._updates.append(payload)
+        fake._record(RecordedRequest(self.command, self.path, headers, body, 200), accepted=False)
+        self._send(reply, reply.api_text, "application/json")
+
+    def _answer_response(self, body: bytes) -> None:
+        """A click's `response_url`: JSON with `text` or `blocks`."""
+        fake = self.server.fake
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        payload = _json_object(body)
+        ok = (
+            self.command == "POST"
+            and payload is not None
+            and headers.get("content-type", "").startswith("application/json")
+            and bool(payload.get("text") or payload.get("blocks"))
+        )
+        if ok and payload is not None:
+            with fake._lock:
+                fake._responses.append(payload)
+        reply = Reply(200, "ok") if ok else Reply(400, "invalid_payload")
+        status = reply.status
+        fake._record(RecordedRequest(self.command, self.path, headers, body, status), False)
+        self._send(reply, reply.text, "text/html")
+
     def _send(self, reply: Reply, text: str, content_type: str) -> None:
         fake = self.server.fake
         if fake.delay > 0:
@@ -191,6 +244,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class _Server(ThreadingHTTPServer):
@@ -217,6 +278,8 @@ class FakeSlack:
         self._queued: list[Reply] = []
         self._payloads: list[dict[str, Any]] = []
         self._requests: list[RecordedRequest] = []
+        self._updates: list[dict[str, Any]] = []
+        self._responses: list[dict[str, Any]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -266,6 +329,46 @@ class FakeSlack:
         """The Web API base, as a channel's `api_url`."""
         return self.base_url + "/api"
 
+    @property
+    def response_url(self) -> str:
+        """A click's `response_url`, as Slack would put in an interaction payload."""
+        return self.base_url + RESPONSE_PREFIX + "fakeresponsetoken"
+
+    @property
+    def updates(self) -> list[dict[str, Any]]:
+        """Bodies of accepted `chat.update` calls."""
+        with self._lock:
+            return list(self._updates)
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """Bodies posted to `response_url`."""
+        with self._lock:
+            return list(self._responses)
+
+    def wait_for_updates(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+        wait_until(lambda: len(self.updates) >= count, timeout, f"{count} chat.update(s)")
+        return self.updates
+
+    async def wait_for_updates_async(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        what = f"{count} chat.update(s)"
+        await wait_until_async(lambda: len(self.updates) >= count, timeout, what)
+        return self.updates
+
+    def wait_for_responses(self, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[Any]:
+        what = f"{count} response_url post(s)"
+        wait_until(lambda: len(self.responses) >= count, timeout, what)
+        return self.responses
+
+    async def wait_for_responses_async(
+        self, count: int = 1, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[dict[str, Any]]:
+        what = f"{count} response_url post(s)"
+        await wait_until_async(lambda: len(self.responses) >= count, timeout, what)
+        return self.responses
+
     def reply_with(
         self, status: int, body: str | None = None, retry_after: int | None = None
     ) -> None:
@@ -290,6 +393,8 @@ class FakeSlack:
         with self._lock:
             self._payloads.clear()
             self._requests.clear()
+            self._updates.clear()
+            self._responses.clear()
 
     def wait_for_payloads(
         self, count: int = 1, timeout: float = DEFAULT_TIMEOUT

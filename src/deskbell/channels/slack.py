@@ -58,6 +58,7 @@ from deskbell.channels.kit.mrkdwn import (
     slack_link,
 )
 from deskbell.channels.kit.render import Mode, TemplateSpec
+from deskbell.channels.kit.slack_claim import CLAIM_BLOCK_ID, claim_button
 from deskbell.channels.kit.text import ELLIPSIS, details, metadata_items, redact, truncate
 from deskbell.errors import UnsendableMessage
 
@@ -93,8 +94,12 @@ def _fields(items: list[tuple[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
-def build_blocks(message: Message, header: str, body: str) -> list[dict[str, Any]]:
-    """The Block Kit layout; `header` is plain text, `body` is already-escaped mrkdwn."""
+def build_blocks(
+    message: Message, header: str, body: str, *, claimable: bool = False
+) -> list[dict[str, Any]]:
+    """The Block Kit layout; `header` is plain text, `body` is already-escaped mrkdwn.
+    `claimable`: with a Claim button (kit/slack_claim.py), for a channel whose Slack app
+    sends its clicks to deskbell (it has a `signing_secret`)."""
     request = message.request
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": truncate(header, HEADER_LIMIT)}},
@@ -110,6 +115,7 @@ def build_blocks(message: Message, header: str, body: str) -> list[dict[str, Any
             section["text"] = {"type": "mrkdwn", "text": "*Metadata*"}
         section["fields"] = metadata[start : start + FIELDS_PER_SECTION]
         blocks.append(section)
+    buttons = [claim_button(message.request_id)] if claimable else []
     url = request.conversation_url
     if url and len(url) <= BUTTON_URL_LIMIT:
         button = {
@@ -118,10 +124,15 @@ def build_blocks(message: Message, header: str, body: str) -> list[dict[str, Any
             "url": url,
             "action_id": "deskbell-open-conversation",
         }
-        blocks.append({"type": "actions", "elements": [button]})
+        buttons.append(button)
     elif url:  # too long for a button: a link Slack will at least show
         link = fit_escaped(slack_link(url, "Open the conversation"), SECTION_LIMIT, ELLIPSIS)
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link}})
+    if buttons:
+        actions: dict[str, Any] = {"type": "actions", "elements": buttons}
+        if claimable:
+            actions["block_id"] = CLAIM_BLOCK_ID
+        blocks.append(actions)
     footer = escape_mrkdwn(f"request {message.request_id} via deskbell")
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
     return blocks
@@ -134,7 +145,9 @@ def build_payload(message: Message, settings: SlackSettings) -> dict[str, Any]:
         return templates.render(name, message, settings.TEMPLATES, settings.template).strip()
 
     text = fit_escaped(render("text"), TEXT_LIMIT) or escape_mrkdwn(message.request.topic)
-    blocks = build_blocks(message, render("header") or ELLIPSIS, render("body") or ELLIPSIS)
+    claimable = settings.signing_secret is not None
+    header, body = render("header") or ELLIPSIS, render("body") or ELLIPSIS
+    blocks = build_blocks(message, header, body, claimable=claimable)
     return {"text": text, "blocks": blocks}
 
 
@@ -146,6 +159,9 @@ class SlackSettings(ChannelSettings):
     token: SecretStr | None = None
     channel: str | None = None
     api_url: str = DEFAULT_API_URL
+    # The Slack app's signing secret: its messages get a Claim button, and clicks on it
+    # (POST /v1/slack/interactions) are checked with it.
+    signing_secret: SecretStr | None = None
 
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {
         "header": TemplateSpec("slack_header.txt"),  # plain_text: Slack does not parse it
@@ -181,6 +197,28 @@ class SlackSettings(ChannelSettings):
         if self.webhook_url is not None and self.channel:
             raise ValueError("channel: only with token; a webhook's URL fixes its channel")
         return self
+
+    def trusts_response_url(self, url: str) -> bool:
+        """A click's `response_url` we may POST to: https on slack.com, or the origin this
+        channel already sends to (`api_url`, the webhook's), which is how a local fake Slack
+        is configured in tests. Anything else could make deskbell a request forwarder."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme == "https" and (host == "slack.com" or host.endswith(".slack.com")):
+            return True
+        own = [self.api_url] + ([self.webhook_url.get_secret_value()] if self.webhook_url else [])
+        return _origin(url) is not None and _origin(url) in {_origin(item) for item in own}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port
 
 
 def _is_http_url(value: str) -> bool:
@@ -239,10 +277,46 @@ class SlackChannel:
         )
         return _scrubbed(result, url)
 
-    async def _post_api(self, body: bytes, token: str) -> SendResult:
+    async def update(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        response_url: str | None = None,
+        channel_id: str | None = None,
+        ts: str | None = None,
+    ) -> SendResult:
+        """Replace a message this channel posted (a click's answer): `chat.update` with the
+        bot token when the Web API posted it (`channel_id` and `ts` known), else through the
+        click's `response_url` (`replace_original`)."""
+        settings = self._settings
+        if settings.token is not None and channel_id and ts:
+            body = orjson.dumps({**payload, "channel": channel_id, "ts": ts})
+            return await self._post_api(body, settings.token.get_secret_value(), "chat.update")
+        return await self.respond(response_url, {**payload, "replace_original": True})
+
+    async def respond(self, response_url: str | None, payload: Mapping[str, Any]) -> SendResult:
+        """POST to a click's `response_url`: replace the message, or an ephemeral note to the
+        person who clicked (`response_type: ephemeral`)."""
+        if not response_url or not self._settings.trusts_response_url(response_url):
+            return SendResult.permanent("response_url is not a Slack URL")
         try:
             response = await self._ctx.http.post(
-                f"{self._settings.api_url}/chat.postMessage",
+                response_url,
+                content=orjson.dumps(payload),
+                headers=JSON_HEADERS,
+                timeout=http_timeout(self._settings),
+            )
+        except httpx.HTTPError as exc:
+            return _scrubbed(classify_http_error(exc), response_url)
+        result = classify_http(response.status_code, response.headers, response.text)
+        return _scrubbed(result, response_url)
+
+    async def _post_api(
+        self, body: bytes, token: str, method: str = "chat.postMessage"
+    ) -> SendResult:
+        try:
+            response = await self._ctx.http.post(
+                f"{self._settings.api_url}/{method}",
                 content=body,
                 headers={**JSON_HEADERS, "Authorization": f"Bearer {token}"},
                 timeout=http_timeout(self._settings),
