@@ -112,12 +112,15 @@ def test_a_kind_defined_here_is_checked_and_shown(registered: None) -> None:
 def test_an_unregistered_form_names_the_forms_it_could_be() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(CONFIG, build_registry(), env={})
-    assert str(caught.value) == (
-        "routes[1].match.language: {'other_than': 'EN'} is not a matcher; write one of: "
-        "a value, a list [a, b], {regex: ...} (quote a value YAML reads as another type, "
-        "such as a date); routes[2].match.topic: {'other_than': ' Sales '} is not a matcher; "
-        "write one of: a value, a list [a, b], {regex: ...} (quote a value YAML reads as "
+    forms = (
+        "a value, a list [a, b], {regex: ...}, {exists: true|false}, {gt|gte|lt|lte: number}, "
+        "{not: matcher}, {any: [matchers]}, {all: [matchers]} (quote a value YAML reads as "
         "another type, such as a date)"
+    )
+    assert str(caught.value) == (
+        f"routes[1].match.language: {{'other_than': 'EN'}} is not a matcher; write one of: "
+        f"{forms}; routes[2].match.topic: {{'other_than': ' Sales '}} is not a matcher; "
+        f"write one of: {forms}"
     )
 
 

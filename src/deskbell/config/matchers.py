@@ -24,6 +24,7 @@ from deskbell.config.schema import RouteConfig
 from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.rules import Matcher, MatcherError, Scalar, parse_matcher
+from deskbell.routing.windows import Window, WindowError, parse_window
 
 MAX_KEY_CHARS = 64  # as `MetadataKey`: a longer key is refused at ingest
 
@@ -123,16 +124,31 @@ def parse_match(match: Mapping[str, Any], where: str) -> tuple[list[Matcher], li
     return matchers, problems
 
 
+def parse_when(when: Any, where: str) -> tuple[Window | None, list[str]]:
+    """A route's `when:` window (None without one), and what is wrong with it
+    (`routes[2].when.tz: unknown time zone 'Europe/Madird'`)."""
+    if when is None:
+        return None, []
+    try:
+        return parse_window(when), []
+    except WindowError as exc:
+        return None, [f"{where}.when{at}: {why}" for at, why in exc.parts]
+
+
 def check_routes(routes: list[RouteConfig]) -> tuple[list[RouteConfig], list[str]]:
-    """The routes with their matchers in canonical form (as `to_yaml` writes them), and every
-    matcher that can never match."""
+    """The routes with their matchers and windows in canonical form (as `to_yaml` writes
+    them), and every matcher or window that can never match."""
     problems: list[str] = []
     out: list[RouteConfig] = []
     for index, route in enumerate(routes):
         matchers, found = parse_match(route.match, f"routes[{index}]")
-        problems.extend(found)
-        if not found:
-            route = route.model_copy(update={"match": {m.path: m.to_yaml() for m in matchers}})
+        window, wrong = parse_when(route.when, f"routes[{index}]")
+        problems.extend(found + wrong)
+        if not found and not wrong:
+            update: dict[str, Any] = {"match": {m.path: m.to_yaml() for m in matchers}}
+            if window is not None:
+                update["when"] = window.to_yaml()
+            route = route.model_copy(update=update)
         out.append(route)
     return out, problems
 
@@ -143,3 +159,11 @@ def route_matchers(route: RouteConfig, where: str) -> tuple[Matcher, ...]:
     if problems:
         raise ConfigError("; ".join(problems))
     return tuple(matchers)
+
+
+def route_window(route: RouteConfig, where: str) -> Window | None:
+    """The time window of a checked route, for the router and `config check`."""
+    window, problems = parse_when(route.when, where)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return window

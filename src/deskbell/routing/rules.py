@@ -16,7 +16,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
@@ -248,3 +248,253 @@ class Regex(Matcher):
 
     def to_yaml(self) -> dict[str, str]:
         return {"regex": self.pattern.pattern}
+
+
+def _nested(error: MatcherError, prefix: str) -> MatcherError:
+    """An inner matcher's error, each part under `prefix` (`.not`, `.any[1]`)."""
+    return MatcherError(parts=[(f"{prefix}{where}", why) for where, why in error.parts])
+
+
+def _only_key(spec: dict[Any, Any], key: str) -> None:
+    extra = sorted(str(k) for k in spec if k != key)
+    if extra:
+        raise MatcherError(f"{{{key}: ...}} takes no other key (found {', '.join(extra)})")
+
+
+@matcher_kind
+@dataclass(frozen=True)
+class Exists(Matcher):
+    """`customer.email: {exists: true}`: the request has a value there (`false`: it has none)."""
+
+    kind: ClassVar[str] = "exists"
+    written: ClassVar[str] = "{exists: true|false}"
+
+    path: str
+    present: bool
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and "exists" in spec
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        _only_key(spec, "exists")
+        if not isinstance(spec["exists"], bool):
+            raise MatcherError(f"exists takes true or false, not {spec['exists']!r}")
+        return cls(path, spec["exists"])
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        return (request.field_value(self.path) is not None) is self.present
+
+    def describe(self) -> str:
+        return "(exists)" if self.present else "(absent)"
+
+    def to_yaml(self) -> dict[str, bool]:
+        return {"exists": self.present}
+
+
+# Metadata numbers are I-JSON integers (models.IJSON_MAX_INT) or floats; a bound past that
+# range compares with nothing ingest can store exactly.
+MAX_BOUND = 2**53 - 1
+_OPERATORS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "gt": (">", lambda value, bound: value > bound),
+    "gte": (">=", lambda value, bound: value >= bound),
+    "lt": ("<", lambda value, bound: value < bound),
+    "lte": ("<=", lambda value, bound: value <= bound),
+}
+
+
+def _bound(key: str, value: object) -> tuple[str, str] | None:
+    """Why `value` cannot be the bound under `key`, as a MatcherError part; None if it can."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return (f".{key}", f"{value!r} is not a number (gt/gte/lt/lte compare numbers)")
+    if value != value or value in (float("inf"), float("-inf")):
+        return (f".{key}", f"{value} is not a finite number")
+    if abs(value) > MAX_BOUND:
+        return (
+            f".{key}",
+            f"{value} is beyond +-(2**53 - 1): ingest stores no number compared exactly there",
+        )
+    return None
+
+
+@matcher_kind
+@dataclass(frozen=True)
+class Compare(Matcher):
+    """`metadata.seats: {gte: 50}` or `{gt: 10, lte: 100}` (every bound must hold). Only
+    numbers compare: a text or boolean value never matches (`"60"` is not 60), and only
+    metadata values can be numbers, so any other path is a config error."""
+
+    kind: ClassVar[str] = "compare"
+    written: ClassVar[str] = "{gt|gte|lt|lte: number}"
+
+    path: str
+    bounds: tuple[tuple[str, int | float], ...]  # (operator, bound) in gt, gte, lt, lte order
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and any(key in _OPERATORS for key in spec)
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        problems: list[tuple[str, str]] = []
+        extra = sorted(str(key) for key in spec if key not in _OPERATORS)
+        if extra:
+            problems.append(("", f"gt/gte/lt/lte take no other key (found {', '.join(extra)})"))
+        bounds = [(key, spec[key]) for key in _OPERATORS if key in spec]
+        problems.extend(p for key, value in bounds if (p := _bound(key, value)) is not None)
+        if problems:
+            raise MatcherError(parts=problems)
+        if not _holds_numbers(canonical, bounds[0][1]):
+            raise MatcherError(
+                f"{path} is text; gt/gte/lt/lte compare numbers, which only metadata values are"
+            )
+        for low, high in (("gt", "lt"), ("gt", "lte"), ("gte", "lt"), ("gte", "lte")):
+            if low in spec and high in spec:
+                empty = spec[low] > spec[high] or (
+                    spec[low] == spec[high] and (low, high) != ("gte", "lte")
+                )
+                if empty:
+                    raise MatcherError(f"no number is {low} {spec[low]} and {high} {spec[high]}")
+        for pair in (("gt", "gte"), ("lt", "lte")):
+            if all(key in spec for key in pair):
+                raise MatcherError(f"write one of {pair[0]} and {pair[1]}, not both")
+        return cls(path, tuple(bounds))
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        value = request.field_value(self.path)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        for operator, bound in self.bounds:  # noqa: SIM110 (a loop on the ingest path)
+            if not _OPERATORS[operator][1](value, bound):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return "(" + " and ".join(f"{_OPERATORS[op][0]} {b}" for op, b in self.bounds) + ")"
+
+    def to_yaml(self) -> dict[str, int | float]:
+        return dict(self.bounds)
+
+
+def _holds_numbers(canonical: Canonical, sample: int | float) -> bool:
+    """Whether the path stores numbers: `canonical` hands a metadata value back as written,
+    and a fixed field's value as text (or refuses it)."""
+    try:
+        stored = canonical(cast("Scalar", sample))
+    except ValueError:
+        return False
+    return stored == sample and not isinstance(stored, str)
+
+
+@matcher_kind
+@dataclass(frozen=True)
+class Not(Matcher):
+    """`language: {not: es}`, `topic: {not: {regex: ^test-}}`: the inner matcher does not match.
+    A missing field matches (`{not: es}` takes a request without a language); write
+    `{all: [{exists: true}, {not: es}]}` to require one."""
+
+    kind: ClassVar[str] = "not"
+    written: ClassVar[str] = "{not: matcher}"
+
+    path: str
+    inner: Matcher
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and "not" in spec
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        _only_key(spec, "not")
+        try:
+            return cls(path, parse_matcher(path, spec["not"], canonical))
+        except MatcherError as exc:
+            raise _nested(exc, ".not") from None
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        return not self.inner.matches(request)
+
+    def describe(self) -> str:
+        return f"(not {self.inner.describe()})"
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"not": self.inner.to_yaml()}
+
+
+class _Several(Matcher):
+    """`{any: [...]}` / `{all: [...]}`: matchers on the same path, each written as under
+    `match:` (a value, a list, `{regex: ...}`, ...)."""
+
+    word: ClassVar[str]
+    path: str
+    items: tuple[Matcher, ...]
+
+    @classmethod
+    def reads(cls, spec: object) -> bool:
+        return isinstance(spec, dict) and cls.kind in spec
+
+    @classmethod
+    def parse(cls, path: str, spec: Any, canonical: Canonical) -> Self:
+        _only_key(spec, cls.kind)
+        listed = spec[cls.kind]
+        if not isinstance(listed, list) or not listed:
+            raise MatcherError(f"{cls.kind} takes a non-empty list of matchers, not {listed!r}")
+        items: list[Matcher] = []
+        problems: list[tuple[str, str]] = []
+        for position, item in enumerate(listed):
+            try:
+                items.append(parse_matcher(path, item, canonical))
+            except MatcherError as exc:
+                problems.extend(_nested(exc, f".{cls.kind}[{position}]").parts)
+        if problems:
+            raise MatcherError(parts=problems)
+        return cls(path, tuple(items))  # type: ignore[call-arg]
+
+    def describe(self) -> str:
+        return f"({self.word} " + ", ".join(item.describe() for item in self.items) + ")"
+
+    def to_yaml(self) -> dict[str, list[Any]]:
+        return {self.kind: [item.to_yaml() for item in self.items]}
+
+
+@matcher_kind
+@dataclass(frozen=True)
+class AnyOf(_Several):
+    """`metadata.plan: {any: [enterprise, {regex: ^ent}]}`: at least one of them matches."""
+
+    kind: ClassVar[str] = "any"
+    written: ClassVar[str] = "{any: [matchers]}"
+    word: ClassVar[str] = "any of"
+
+    path: str
+    items: tuple[Matcher, ...]
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        return any(item.matches(request) for item in self.items)
+
+    def literals(self) -> tuple[str, ...] | None:
+        """The union of the items' values, when every item names its values."""
+        found: dict[str, None] = {}
+        for item in self.items:
+            values = item.literals()
+            if values is None:
+                return None
+            found.update(dict.fromkeys(values))
+        return tuple(found)
+
+
+@matcher_kind
+@dataclass(frozen=True)
+class AllOf(_Several):
+    """`metadata.seats: {all: [{gte: 10}, {not: 13}]}`: every one of them matches."""
+
+    kind: ClassVar[str] = "all"
+    written: ClassVar[str] = "{all: [matchers]}"
+    word: ClassVar[str] = "all of"
+
+    path: str
+    items: tuple[Matcher, ...]
+
+    def matches(self, request: AssistanceRequestIn) -> bool:
+        return all(item.matches(request) for item in self.items)
