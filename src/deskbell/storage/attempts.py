@@ -10,7 +10,9 @@ first reads which of its deliveries are still held, locking them on PostgreSQL (
 BEGIN IMMEDIATE holds the whole database), then writes the held ones with one `executemany`
 per statement: the delivery updates, the attempt rows and, for deliveries going dead with a
 fallback channel, the new fallback deliveries (one per delivery at most: a replayed delivery
-that dies again does not send its fallback twice).
+that dies again does not send its fallback twice). Last, in the same transaction, the events
+for the bot that these results raise (`request.notified`, `request.escalated`,
+`request.failed`: storage/events.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.models import AttemptResult, Claimed, Delivery, DeliveryStatus
 from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.events import Settled, delivery_events
 from deskbell.storage.rows import NewRows
 from deskbell.storage.tables import attempts, deliveries
 
@@ -46,6 +49,13 @@ _RECORD = (
         updated_at=sa.bindparam("r_updated", type_=deliveries.c.updated_at.type),
     )
 )
+
+
+def _settled(claimed: Claimed, result: AttemptResult, row: Any) -> Settled:
+    d = claimed.delivery
+    return Settled(
+        d.id, d.request_id, d.channel, row.kind, row.step, result.status, result.finished_at
+    )
 
 
 def _held(claimed: Claimed, row: Any) -> bool:
@@ -78,6 +88,8 @@ class Attempts:
                 deliveries.c.status,
                 deliveries.c.attempts,
                 deliveries.c.fallback_channel,
+                deliveries.c.kind,
+                deliveries.c.step,
             ).where(deliveries.c.id.in_(ids))
             if conn.dialect.name == "postgresql":
                 # Lock in id order, so two transactions over overlapping rows cannot deadlock.
@@ -85,14 +97,19 @@ class Attempts:
             rows = {row.id: row for row in await conn.execute(held)}
             kept: list[bool] = []
             written: list[tuple[Claimed, AttemptResult, str | None]] = []
+            settled: list[Settled] = []
             for claimed, result in items:
                 row = rows.pop(claimed.delivery.id, None)  # pop: a repeated id counts once
                 ok = row is not None and _held(claimed, row)
                 kept.append(ok)
                 if row is not None and ok:
                     written.append((claimed, result, row.fallback_channel))
+                    settled.append(_settled(claimed, result, row))
             if written:
                 await _write(conn, written, self.rows)
+                # The bot's events (storage/events.py) in the same transaction: a result is
+                # never committed without the event it raises, nor an event without it.
+                await delivery_events(conn, settled)
         return kept
 
 
