@@ -19,13 +19,14 @@ from deskbell.channels import build_registry
 from deskbell.channels.base import Channel, ChannelContext, ChannelSettings, ChannelType
 from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.clock import Clock, SystemClock
-from deskbell.config.load import DEMO_CONFIG_YAML, build_router, load_config, parse_config
+from deskbell.config.load import DEMO_CONFIG_YAML, parse_config
 from deskbell.config.schema import DeskbellConfig
 from deskbell.delivery.worker import WorkerPool
 from deskbell.errors import ConfigError
+from deskbell.live import ActiveConfig, LiveConfig, build_active, config_file
 from deskbell.metrics import Metrics
 from deskbell.models import NO_TRACE, AssistanceRequestIn, Receipt, RequestTrace
-from deskbell.routing.router import Router, Target
+from deskbell.routing.router import Target
 from deskbell.settings import Settings
 from deskbell.storage.engine import Database, connect
 from deskbell.storage.health import WriteProbe
@@ -36,38 +37,36 @@ from deskbell.tracing import Tracing
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class ActiveConfig:
-    """A validated config with what is built from it; swapped whole, never edited in place."""
-
-    config: DeskbellConfig
-    source: str
-    router: Router
-    channels: Mapping[str, tuple[Channel, ChannelSettings]]
-
-
 def read_config(
     settings: Settings, registry: Mapping[str, ChannelType]
 ) -> tuple[DeskbellConfig, str]:
     """The file named by DESKBELL_CONFIG; with none set and no ./deskbell.yaml, the demo."""
-    explicit = "config" in settings.model_fields_set
-    if settings.config.exists() or explicit:
-        return load_config(settings.config, registry), str(settings.config)
+    config, source, _ = read_startup_config(settings, registry)
+    return config, source
+
+
+def read_startup_config(
+    settings: Settings, registry: Mapping[str, ChannelType]
+) -> tuple[DeskbellConfig, str, str]:
+    """`read_config` with the text it was built from (start-up adoption stores that text as
+    a version when it differs from the active one)."""
+    if config_file(settings) is not None:
+        path = settings.config
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            config = parse_config(text, registry, base_dir=path.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        return config, str(path), text
     log.warning(
         "demo_config",
         message="no deskbell.yaml found: using the built-in demo config "
         "(sales and pricing go to the console); run `deskbell init` to write your own",
     )
-    return parse_config(DEMO_CONFIG_YAML, registry), "built-in demo"
-
-
-def build_channels(
-    config: DeskbellConfig, registry: Mapping[str, ChannelType], ctx: ChannelContext
-) -> dict[str, tuple[Channel, ChannelSettings]]:
-    return {
-        name: (registry[settings.type].factory(name, settings, ctx), settings)
-        for name, settings in config.channels.items()
-    }
+    return parse_config(DEMO_CONFIG_YAML, registry), "built-in demo", DEMO_CONFIG_YAML
 
 
 @dataclass
@@ -79,14 +78,17 @@ class Runtime:
     clock: Clock
     http: httpx.AsyncClient
     active: ActiveConfig
+    channel_context: ChannelContext
     workers: WorkerPool | None = None
     metrics: Metrics = field(default_factory=Metrics)
     tracing: Tracing = field(default_factory=Tracing.off)
     _worker_task: asyncio.Task[None] | None = field(default=None, repr=False)
     write_probe: WriteProbe = field(init=False, repr=False)  # /readyz: do writes commit?
+    live: LiveConfig = field(init=False, repr=False)  # follows the active stored version
 
     def __post_init__(self) -> None:
         self.write_probe = WriteProbe(self.db, self.clock)
+        self.live = LiveConfig(self)
 
     @property
     def ingest(self) -> Ingest:
@@ -104,12 +106,18 @@ class Runtime:
         idempotency_key: str | None = None,
         body_hash: str | None = None,
         trace: RequestTrace = NO_TRACE,
+        source: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[Receipt, bool]:
         """Store a request; returns (receipt, created). Without an Idempotency-Key it joins
         the group commit; with one it takes its own transaction (the key must be checked and
-        claimed atomically, and such requests are rare)."""
+        claimed atomically, and such requests are rare). `source` and `callback_url`: who
+        sent it and where the bot hears about it (SPEC §9), stored with it."""
         if idempotency_key is None:
-            return await self.ingest.accept(payload, targets, trace), True
+            receipt = await self.ingest.accept(
+                payload, targets, trace, source=source, callback_url=callback_url
+            )
+            return receipt, True
         return await self.store.requests.accept_one(
             payload,
             targets,
@@ -117,6 +125,8 @@ class Runtime:
             idempotency_key=idempotency_key,
             body_hash=body_hash,
             trace=trace,
+            source=source,
+            callback_url=callback_url,
         )
 
     def start_workers(self) -> None:
@@ -128,6 +138,7 @@ class Runtime:
             self.workers.wake()
 
     async def aclose(self) -> None:
+        await self.live.stop()
         await self.store.aclose()
         self.metrics.flush()  # what the last second counted, into this process's files too
         if self.workers is not None:
@@ -151,16 +162,14 @@ def build_runtime(
 ) -> Runtime:
     """Everything a process needs, not started: call `start_workers()` inside the event loop."""
     registry = build_registry(extra_channel_types)
-    config, source = read_config(settings, registry)
+    config, source, text = read_startup_config(settings, registry)
     clock = clock or SystemClock()
     http = ChannelHTTPClient()
     ctx = ChannelContext(http=http, clock=clock, console=console)
-    active = ActiveConfig(
-        config, source, build_router(config), build_channels(config, registry, ctx)
-    )
+    active = build_active(config, source, registry, ctx, text=text)
     db = connect(settings.database_url)
     store = Storage.open(db, clock.now, ingest_timeout=settings.ingest_timeout)
-    runtime = Runtime(settings, db, store, registry, clock, http, active)
+    runtime = Runtime(settings, db, store, registry, clock, http, active, ctx)
     runtime.metrics = Metrics(topics=active.router.known_topics(), channels=active.channels)
     runtime.tracing = tracing or Tracing.from_env()
     if with_workers:
@@ -177,4 +186,12 @@ def build_runtime(
     return runtime
 
 
-__all__ = ["ActiveConfig", "ConfigError", "Runtime", "build_runtime", "read_config"]
+__all__ = [
+    "ActiveConfig",
+    "ConfigError",
+    "Runtime",
+    "build_runtime",
+    "config_file",
+    "read_config",
+    "read_startup_config",
+]

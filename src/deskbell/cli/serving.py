@@ -232,6 +232,7 @@ def run_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        await runtime.live.start()
         runtime.start_workers()
         await stop.wait()
         await runtime.aclose()
