@@ -13,10 +13,14 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from deskbell.channels.base import ChannelType
+from deskbell.channels.kit.sample import check_channel_templates
 from deskbell.config.load import parse_document, read_yaml
 from deskbell.config.schema import DeskbellConfig
 from deskbell.config.secrets import redact_document, unseal_document
@@ -89,11 +93,37 @@ def build_config(
     registry: Mapping[str, ChannelType],
     *,
     env: Mapping[str, str] | None = None,
-    secret_key: str | None,
+    secret_key: str | SecretStr | None,
     base_dir: Path | None = None,
 ) -> DeskbellConfig:
     """The config a node runs from a stored document: sealed secrets opened with
     `secret_key`, `${VAR}` expanded from `env` (the process environment by default), then
-    every check of `deskbell config check`. ConfigError names each key and why (a variable
-    this node lacks, a secret it cannot open, ...)."""
-    return parse_document(unseal_document(document, registry, secret_key), registry, env, base_dir)
+    every check of `parse_config`. ConfigError names each key and why (a variable this node
+    lacks, a secret it cannot open, ...)."""
+    if isinstance(secret_key, SecretStr):
+        secret_key = secret_key.get_secret_value()
+    opened = unseal_document(document, registry, secret_key or None)
+    return parse_document(opened, registry, env, base_dir)
+
+
+def check_document(
+    document: Mapping[str, Any],
+    registry: Mapping[str, ChannelType],
+    *,
+    now: datetime,
+    env: Mapping[str, str] | None = None,
+    secret_key: str | SecretStr | None,
+) -> DeskbellConfig:
+    """What `deskbell config check` checks, on a document: `build_config`, then every
+    channel template rendered against the sample requests. ConfigError lists each problem."""
+    config = build_config(document, registry, env=env, secret_key=secret_key)
+    _, found = check_channel_templates(config.channels, now)
+    if found:
+        raise ConfigError(problems=[_split(problem) for problem in found])
+    return config
+
+
+def _split(problem: str) -> tuple[str, str]:
+    """("channels.a.template.x", "why") from "channels.a: template.x why"-style lines."""
+    key, sep, why = problem.partition(": ")
+    return (key, why) if sep else ("(templates)", problem)
