@@ -29,6 +29,10 @@ Non-ASCII addresses (kit/addresses.py): IDNA domains always; a non-ASCII local p
 UTF-8 when the server offers SMTPUTF8, else a configured one makes the delivery dead (naming
 why) and a customer's is left out of Reply-To. SMTP plumbing (URL, error classes): kit/smtp.py.
 
+Claim link (SPEC §9): with DESKBELL_SECRET_KEY set, both parts carry `claim_url`, a signed,
+expiring, single-use link to a page whose button claims the request (api/claim_links.py);
+a link scanner that follows it claims nothing. Without the key there is no link.
+
 Threading: `Message-ID` is derived from the delivery id, so a retried send that did arrive twice
 is recognisable as the same message; `References` names one id per request, so every email
 about a request (a fallback, a manual retry) threads together; `Auto-Submitted` keeps
@@ -94,6 +98,7 @@ class EmailSettings(ChannelSettings):
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
 
+    CLAIM_LINKS: ClassVar[bool] = True  # the recipients are the people who may claim
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {
         "subject": TemplateSpec("email_subject.txt"),
         "text": TemplateSpec("message.txt"),
