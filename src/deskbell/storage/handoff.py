@@ -71,8 +71,9 @@ def handoff_of(row: Any, escalations: tuple[Escalation, ...] = ()) -> Handoff:
 
 
 def escalation_of(row: Any) -> Escalation:
-    """An Escalation from a deliveries row (id, channel, status, step, next_attempt_at,
-    sent_at)."""
+    """An Escalation from a deliveries row or a Delivery (id, channel, status, step,
+    next_attempt_at, sent_at): due while not yet attempted (or cancelled: when it would have
+    gone), then sent or not."""
     status = DeliveryStatus(row.status)
     pending = status in (DeliveryStatus.PENDING, DeliveryStatus.CANCELLED)
     return Escalation(

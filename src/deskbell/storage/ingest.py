@@ -103,10 +103,14 @@ class Ingest:
         payload: AssistanceRequestIn,
         targets: Sequence[Target],
         trace: RequestTrace = NO_TRACE,
+        *,
+        source: str | None = None,
+        callback_url: str | None = None,
     ) -> Receipt:
         """Store one request with the next group; returns once it is committed. Raises
-        IngestTimeout past the deadline (the request may still be stored)."""
-        new = NewRequest.of(payload, targets, trace)
+        IngestTimeout past the deadline (the request may still be stored). `source` and
+        `callback_url` are stored with it (SPEC §9: where the bot hears about it)."""
+        new = NewRequest.of(payload, targets, trace, source=source, callback_url=callback_url)
         await self.batcher.submit(new)
         return new.receipt()
 
@@ -119,6 +123,8 @@ class Ingest:
         idempotency_key: str | None = None,
         body_hash: str | None = None,
         trace: RequestTrace = NO_TRACE,
+        source: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[Receipt, bool]:
         """Commit a request and one pending delivery per target in a transaction of its own.
 
@@ -126,7 +132,13 @@ class Ingest:
         body, returns the first request's receipt and creates nothing; a different body raises
         IdempotencyConflict."""
         new = NewRequest.of(
-            payload, targets, trace, idempotency_key=idempotency_key, body_hash=body_hash
+            payload,
+            targets,
+            trace,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+            source=source,
+            callback_url=callback_url,
         )
         for last_try in (False, True):
             try:

@@ -1,10 +1,12 @@
 """Reading requests back: one by id, or a filtered newest-first page, and a delivery by id.
 Each is one statement, and stored payloads are built without validating them again (they were
-validated when accepted)."""
+validated when accepted). A request comes with its handoff (SPEC §9): its columns are read
+with the request, its escalations are among the deliveries already read."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -13,8 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.errors import DeskbellError
-from deskbell.models import AssistanceRequestIn, Delivery, DeliveryStatus, StoredRequest
+from deskbell.models import (
+    AssistanceRequestIn,
+    Delivery,
+    DeliveryStatus,
+    Handoff,
+    HandoffState,
+    StoredRequest,
+)
 from deskbell.storage.engine import Database
+from deskbell.storage.handoff import escalation_of
 from deskbell.storage.ids import parse_id
 from deskbell.storage.tables import deliveries, requests
 
@@ -65,6 +75,7 @@ class RequestReads:
         since: datetime | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        handoff: HandoffState | None = None,
     ) -> tuple[list[StoredRequest], str | None]:
         """Newest first. The cursor is the last id of the previous page: ids are time-ordered,
         so paging is stable while new requests arrive. `status` keeps requests that have at
@@ -72,7 +83,8 @@ class RequestReads:
 
         Each filter walks an index in id order from the cursor and stops once the page is full
         (migration 0004): `ix_requests_topic_id` for a topic, `ix_deliveries_status_request_id`
-        for a status. Scanning `requests` newest first and testing each row instead reads the
+        for a status, `ix_requests_handoff_state_id` for a `handoff` state (migration 0007).
+        Scanning `requests` newest first and testing each row instead reads the
         whole table when few rows match (1M rows: seconds for `status=in_flight`).
 
         The page's ids are a subquery of the one statement that reads the requests with their
@@ -88,14 +100,14 @@ class RequestReads:
         if status is None:
             page_ids = (
                 sa.select(requests.c.id)
-                .where(*self._request_filters(topic, since))
+                .where(*self._request_filters(topic, since, handoff))
                 .order_by(requests.c.id.desc())
                 .limit(limit + 1)
             )
             if cursor is not None:
                 page_ids = page_ids.where(requests.c.id < cursor)
         else:
-            page_ids = self._ids_with_status(status, topic, since, cursor, limit + 1)
+            page_ids = self._ids_with_status(status, topic, since, cursor, limit + 1, handoff)
         # correlate(None): the subquery reads its own `requests` and `deliveries`, not the
         # rows of the outer join.
         query = _with_deliveries(requests.c.id.in_(page_ids.correlate(None)))
@@ -106,8 +118,12 @@ class RequestReads:
         return items, next_cursor
 
     @staticmethod
-    def _request_filters(topic: str | None, since: datetime | None) -> list[sa.ColumnElement[bool]]:
+    def _request_filters(
+        topic: str | None, since: datetime | None, handoff: HandoffState | None = None
+    ) -> list[sa.ColumnElement[bool]]:
         found: list[sa.ColumnElement[bool]] = []
+        if handoff is not None:
+            found.append(requests.c.handoff_state == handoff.value)
         if topic is not None:
             found.append(requests.c.topic == topic)
         if since is not None:
@@ -122,6 +138,7 @@ class RequestReads:
         since: datetime | None,
         cursor: str | None,
         limit: int,
+        handoff: HandoffState | None = None,
     ) -> sa.Select[tuple[str]]:
         """Up to `limit` ids of requests with a delivery in `status`, newest first, read
         backwards along (status, request_id) from the cursor; once each (GROUP BY), though a
@@ -130,7 +147,7 @@ class RequestReads:
         query = sa.select(request_id).where(deliveries.c.status == status.value)
         if cursor is not None:
             query = query.where(request_id < cursor)
-        filters = cls._request_filters(topic, since)
+        filters = cls._request_filters(topic, since, handoff)
         if filters:
             query = query.join(requests, requests.c.id == request_id).where(*filters)
         return query.group_by(request_id).order_by(request_id.desc()).limit(limit)
@@ -144,6 +161,12 @@ _READ_COLUMNS = (
     requests.c.id.label("request_key"),
     requests.c.created_at.label("accepted_at"),
     requests.c.payload,
+    requests.c.handoff_state,
+    requests.c.claimed_by,
+    requests.c.claimed_at,
+    requests.c.claimed_via,
+    requests.c.resolved_by,
+    requests.c.resolved_at,
     deliveries.c.id,
     deliveries.c.request_id,
     deliveries.c.channel,
@@ -156,6 +179,8 @@ _READ_COLUMNS = (
     deliveries.c.lease_owner,
     deliveries.c.lease_expires_at,
     deliveries.c.fallback_of,
+    deliveries.c.kind,
+    deliveries.c.step,
 )
 
 
@@ -185,14 +210,32 @@ def _grouped(rows: Iterable[Any]) -> list[StoredRequest]:
                 created_at=row.accepted_at,
                 payload=AssistanceRequestIn.from_stored(row.payload),
                 deliveries=[],
+                handoff=_handoff(row),
             )
             found.append(current)
         if row.id is not None:
             current.deliveries.append(delivery_from_row(row))
-    for stored in found:
+    for index, stored in enumerate(found):
         if len(stored.deliveries) > 1:
             stored.deliveries.sort(key=attrgetter("id"))
+        escalations = [escalation_of(d) for d in stored.deliveries if d.kind == "escalation"]
+        if escalations:
+            escalations.sort(key=attrgetter("step", "delivery_id"))
+            handoff = replace(stored.handoff or Handoff(), escalations=tuple(escalations))
+            found[index] = replace(stored, handoff=handoff)
     return found
+
+
+def _handoff(row: Any) -> Handoff:
+    """The handoff columns of a read row (`_READ_COLUMNS`), escalations added by `_grouped`."""
+    return Handoff(
+        state=HandoffState(row.handoff_state),
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
+        via=row.claimed_via,
+        resolved_by=row.resolved_by,
+        resolved_at=row.resolved_at,
+    )
 
 
 def delivery_from_row(row: Any) -> Delivery:
@@ -209,4 +252,6 @@ def delivery_from_row(row: Any) -> Delivery:
         lease_owner=row.lease_owner,
         lease_expires_at=row.lease_expires_at,
         fallback_of=row.fallback_of,
+        kind=row.kind,
+        step=row.step,
     )

@@ -9,6 +9,11 @@ per statement (numbered parameters), and on SQLite a value that may be missing i
 `''` and stored through `NULLIF(?, '')`: the sqlite3 module binds a None through a slow
 adapter lookup. The batch's timestamp is converted with the column type's own processor, so
 the stored values are exactly what SQLAlchemy writes and reads elsewhere.
+
+A request's SLA escalation steps (SPEC §9) and its `request.accepted` event for the bot are
+delivery rows too, committed with it (so a crash after the 202 still escalates), through a
+third INSERT that only requests having them pay for; every request binds two values more
+(`source`, `callback_url`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import itemgetter
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,6 +38,7 @@ from deskbell.models import (
     RequestTrace,
 )
 from deskbell.routing.router import Target
+from deskbell.storage.events import CALLBACK_CHANNEL
 from deskbell.storage.ids import new_id
 from deskbell.storage.tables import UTCDateTime, deliveries, requests
 
@@ -51,6 +58,8 @@ REQUEST_OWN = (
     "body_hash",
     "http_request_id",
     "traceparent",
+    "source",
+    "callback_url",
 )
 REQUEST_SHARED = {"created_at": "at"}
 DELIVERY_OWN = ("id", "request_id", "channel", "fallback_channel", "fallback_of")
@@ -61,6 +70,26 @@ DELIVERY_SHARED = {
     "updated_at": "at",
     "next_attempt_at": "at",
 }
+# Escalation steps and events: their own due time, kind and step or event.
+EXTRA_OWN = (
+    "id",
+    "request_id",
+    "channel",
+    "next_attempt_at",
+    "kind",
+    "step",
+    "event_type",
+    "event_body",
+)
+EXTRA_SHARED = {
+    "status": "status",
+    "attempts": "attempts",
+    "created_at": "at",
+    "updated_at": "at",
+}
+ESCALATION = "escalation"
+EVENT = "event"
+ACCEPTED_EVENT = "request.accepted"
 Row = tuple[object, ...]
 
 
@@ -75,6 +104,11 @@ class NewRequest:
     trace: RequestTrace = NO_TRACE
     idempotency_key: str | None = None
     body_hash: str | None = None
+    # The signing source that sent it, and where the bot hears about it (NULL: nowhere).
+    source: str | None = None
+    callback_url: str | None = None
+    # SLA steps: (delivery id, channel, step, after the accept), pending until then.
+    escalations: tuple[tuple[str, str, int, timedelta], ...] = ()
 
     @classmethod
     def of(
@@ -85,7 +119,12 @@ class NewRequest:
         *,
         idempotency_key: str | None = None,
         body_hash: str | None = None,
+        source: str | None = None,
+        callback_url: str | None = None,
     ) -> NewRequest:
+        steps = [t for t in targets if t.step is not None]
+        if steps:
+            targets = [t for t in targets if t.step is None]
         return cls(
             new_id(),
             payload.topic,
@@ -94,6 +133,9 @@ class NewRequest:
             trace,
             idempotency_key,
             body_hash,
+            source,
+            callback_url,
+            tuple([(new_id(), t.channel, t.step or 0, t.after or timedelta()) for t in steps]),
         )
 
     def receipt(self) -> Receipt:
@@ -102,6 +144,17 @@ class NewRequest:
             self.topic,
             tuple([DeliveryReceipt(d, channel) for d, channel, _ in self.deliveries]),
         )
+
+
+def accepted_data(new: NewRequest, at: datetime) -> dict[str, object]:
+    """The data of a `request.accepted` event: the ids the 202 gave, never a secret."""
+    return {
+        "request_id": new.id,
+        "topic": new.topic,
+        "state": "waiting",
+        "accepted_at": at.isoformat().replace("+00:00", "Z"),
+        "deliveries": [{"id": d, "channel": channel} for d, channel, _ in new.deliveries],
+    }
 
 
 def stamp_for(dialect: Dialect) -> Callable[[datetime], object]:
@@ -189,6 +242,7 @@ class NewRows:
         self.blank: str | None = "" if dialect.name == "sqlite" else None  # a missing value
         self.requests = RowInsert(requests, REQUEST_OWN, REQUEST_SHARED, dialect)
         self.deliveries = RowInsert(deliveries, DELIVERY_OWN, DELIVERY_SHARED, dialect)
+        self.extras = RowInsert(deliveries, EXTRA_OWN, EXTRA_SHARED, dialect)
 
     def shared(self, at: datetime) -> Row:
         """The values in SHARED order: what every new row of a statement stamped `at` has."""
@@ -207,6 +261,8 @@ class NewRows:
                 i.body_hash or blank,
                 i.trace.http_request_id or blank,
                 i.trace.traceparent or blank,
+                i.source or blank,
+                i.callback_url or blank,
             )
             for i in items
         ]
@@ -217,16 +273,35 @@ class NewRows:
         ]
         return request_rows, delivery_rows
 
+    def extra_rows(self, items: Sequence[NewRequest], at: datetime) -> list[Row]:
+        """The escalation steps (due `after` the accept at `at`) and `request.accepted`
+        events of `items`, in EXTRA_OWN order; [] for requests with neither."""
+        found: list[Row] = []
+        blank = self.blank
+        for i in items:
+            for delivery_id, channel, step, after in i.escalations:
+                due = self.stamp(at + after)
+                found.append((delivery_id, i.id, channel, due, ESCALATION, step, blank, blank))
+            if i.callback_url:
+                body = orjson.dumps(accepted_data(i, at)).decode()
+                now = self.stamp(at)
+                event = (new_id(), i.id, CALLBACK_CHANNEL, now, EVENT, blank, ACCEPTED_EVENT, body)
+                found.append(event)
+        return found
+
     async def insert(
         self, conn: AsyncConnection, items: Sequence[NewRequest], at: datetime
     ) -> None:
         """Insert new requests and their pending deliveries, stamped `at`, with one
-        executemany per table."""
+        executemany per table (and one for escalations and events, if any)."""
         shared = self.shared(at)
         request_rows, delivery_rows = self.of(items)
         await conn.exec_driver_sql(*self.requests.many(shared, request_rows))
         if delivery_rows:
             await conn.exec_driver_sql(*self.deliveries.many(shared, delivery_rows))
+        extra_rows = self.extra_rows(items, at)
+        if extra_rows:
+            await conn.exec_driver_sql(*self.extras.many(shared, extra_rows))
 
     async def insert_fallbacks(
         self, conn: AsyncConnection, dying: Sequence[tuple[str, str, str, datetime]]

@@ -59,14 +59,17 @@ class SQLiteWriter:
         statement = "connect"  # for the error: what was running
         try:
             conn = self._conn = self._conn or self._connect()
-            shared = self.rows.shared(self.now())
+            at = self.now()
+            shared = self.rows.shared(at)
             request_rows, delivery_rows = self.rows.of(items)
+            extra_rows = self.rows.extra_rows(items, at)  # escalations, events: often none
             statement = "BEGIN IMMEDIATE"
             conn.execute(statement)
             try:
                 for insert, rows in (
                     (self.rows.requests, request_rows),
                     (self.rows.deliveries, delivery_rows),
+                    (self.rows.extras, extra_rows),
                 ):
                     statement = f"INSERT INTO {insert.table.name}"
                     for sql, parameters in insert.statements(shared, rows):
@@ -83,8 +86,8 @@ class SQLiteWriter:
         return [None] * len(items)
 
     def _connect(self) -> sqlite3.Connection:
-        # Room for every INSERT text of both tables, prepared once each, and the few others.
-        statements = 2 * ROWS_PER_STATEMENT + 16
+        # Room for every INSERT text of the three, prepared once each, and the few others.
+        statements = 3 * ROWS_PER_STATEMENT + 16
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=statements)
         try:
             for pragma in (*SQLITE_PRAGMAS, WRITER_TEMP_STORE):
