@@ -1,5 +1,5 @@
-"""Who is calling, and may they: API keys (`Authorization: Bearer`), signed webhooks, scopes,
-and the per-key rate limit (SPEC §3).
+"""Who is calling, and may they: API keys and OIDC tokens (`Authorization: Bearer`), signed
+webhooks, scopes, and the per-caller rate limit (SPEC §3).
 
 Routers get auth where app.py includes them, so a new router is covered the moment it is
 included:
@@ -11,9 +11,9 @@ A route that needs the caller itself asks for `principal: PrincipalDep` (compute
 request however many dependencies use it).
 
 Auth is off only while nothing is configured: no key in DESKBELL_API_KEYS or the database, no
-webhook secret. The CLI then binds 127.0.0.1 only. The decision fails closed: once a process
-has seen any credential configured it requires credentials until it stops, even if every key
-is later revoked, so revoking keys can never open a public server.
+webhook secret, no OIDC issuer. The CLI then binds 127.0.0.1 only. The decision fails closed:
+once a process has seen any credential configured it requires credentials until it stops, even
+if every key is later revoked, so revoking keys can never open a public server.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ from standardwebhooks import Webhook
 
 from deskbell.api.errors import ApiError
 from deskbell.api.incoming import Incoming
+from deskbell.api.jwks import JwksUnavailable
 from deskbell.api.limits import RateLimiter, read_body
+from deskbell.api.oidc import (
+    MAX_TOKEN_CHARS,
+    NoGrantedScope,
+    TokenRejected,
+    TokenVerifier,
+    looks_like_jwt,
+    oidc_settings,
+)
 from deskbell.api.webhooks import SignatureError, Verifier, is_signed, parse_secrets, verify
 from deskbell.errors import ConfigError
 from deskbell.models import Scope
@@ -44,16 +53,19 @@ MAX_AUTHORIZATION_CHARS = 512
 PROBE_EVERY = 1.0  # seconds between "has a key been created?" checks while auth is off
 _BEARER = HTTPBearer(
     auto_error=False,
-    description="An API key from `deskbell apikey create` or DESKBELL_API_KEYS.",
+    description="An API key from `deskbell apikey create` or DESKBELL_API_KEYS, or an "
+    "access token of the OIDC issuer (DESKBELL_OIDC_ISSUER).",
 )
 ALL_SCOPES = frozenset(Scope)
 
 
 class Principal(NamedTuple):
     """Who is calling. A NamedTuple, cheap to build: one is built for every request with a
-    key or signature (the anonymous one is cached, `_anonymous`)."""
+    key, token or signature (the anonymous one is cached, `_anonymous`). `name` is who, for
+    everything that records it: a key's name, a token's subject (or DESKBELL_OIDC_NAME_CLAIM),
+    a webhook source's name."""
 
-    kind: Literal["key", "webhook", "anonymous"]
+    kind: Literal["key", "token", "webhook", "anonymous"]
     name: str
     scopes: frozenset[Scope]
     webhook_id: str | None = None
@@ -86,6 +98,8 @@ def parse_env_keys(text: str) -> list[EnvKey]:
         where = f"DESKBELL_API_KEYS item {position + 1}"
         if scope not in {s.value for s in Scope}:
             raise ConfigError(f"{where}: must be key:scope with scope ingest, read or admin")
+        if looks_like_jwt(key):
+            raise ConfigError(f"{where}: a key must not have the shape of a JWT (eyJ...)")
         if len(key) < MIN_KEY_CHARS or len(key) > MAX_AUTHORIZATION_CHARS - 7:
             raise ConfigError(
                 f"{where}: a key needs at least {MIN_KEY_CHARS} random characters "
@@ -106,7 +120,9 @@ class Authenticator:
         self.env_keys = parse_env_keys(settings.api_keys.get_secret_value())
         self.env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst, now=now)
-        self.required = bool(self.env_keys or self.env_secrets)
+        oidc = oidc_settings(settings)
+        self.tokens = TokenVerifier(oidc) if oidc is not None else None
+        self.required = bool(self.env_keys or self.env_secrets or self.tokens)
         self._now = now
         self._next_probe = 0.0
 
@@ -165,6 +181,8 @@ class Authenticator:
     async def _by_key(self, header: str) -> Principal:
         scheme, _, key = header.partition(" ")
         key = key.strip()
+        if looks_like_jwt(key) and scheme.lower() == "bearer":
+            return await self._by_token(key)
         if scheme.lower() != "bearer" or not key or len(header) > MAX_AUTHORIZATION_CHARS:
             raise _unauthorized("invalid_credentials", "Authorization must be 'Bearer <key>'")
         wanted = hash_key(key)
@@ -182,6 +200,36 @@ class Authenticator:
             raise _unauthorized("invalid_credentials", "unknown or revoked API key")
         return Principal("key", found.name, found.scope.grants())
 
+    async def _by_token(self, token: str) -> Principal:
+        """An OIDC access token (api/oidc.py): 401 invalid_token, 403 insufficient_scope, or
+        503 oidc_unavailable while the issuer's keys cannot be had."""
+        if self.tokens is None:
+            raise _unauthorized(
+                "invalid_credentials", "bearer tokens (JWT) are not accepted: OIDC is not set up"
+            )
+        if len(token) > MAX_TOKEN_CHARS:
+            raise _invalid_token(f"the token is longer than {MAX_TOKEN_CHARS} characters")
+        try:
+            name, scopes = await self.tokens.verify(token)
+        except TokenRejected as exc:
+            raise _invalid_token(exc.message) from None
+        except NoGrantedScope as exc:
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                "the token carries none of the scopes this service accepts",
+                {"accepted": sorted(self.tokens.config.scopes), "token_scopes": exc.held},
+                headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+            ) from None
+        except JwksUnavailable as exc:
+            raise ApiError(
+                503,
+                "oidc_unavailable",
+                f"cannot verify bearer tokens now: {exc}; API keys still work",
+                headers={"Retry-After": "60"},
+            ) from None
+        return Principal("token", name, scopes)
+
     async def _by_signature(self, request: Incoming) -> Principal:
         body = await read_body(request, self.runtime.settings.max_body_bytes)
         try:
@@ -193,6 +241,13 @@ class Authenticator:
 
 def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _invalid_token(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message, headers={"WWW-Authenticate": _INVALID_TOKEN})
+
+
+_INVALID_TOKEN = 'Bearer error="invalid_token"'  # noqa: S105 - RFC 6750's error, no secret
 
 
 def get_authenticator(request: Request) -> Authenticator:

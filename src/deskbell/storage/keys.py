@@ -124,13 +124,18 @@ class KeyStore:
             rows = await conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))
             return [_key(r) for r in rows]
 
-    async def revoke(self, id_or_name: str, now: datetime) -> ApiKey:
-        """Revoke by id or name; revoking a revoked key is a no-op that returns it."""
+    async def revoke(self, id_or_name: str, now: datetime, *, id_only: bool = False) -> ApiKey:
+        """Revoke by id or name (by id alone with `id_only`, as `DELETE /v1/api-keys/{id}`
+        does, so a key named like another's id cannot be hit); revoking a revoked key is a
+        no-op that returns it."""
         async with self.db.writer.begin() as conn:
-            match = sa.or_(api_keys.c.id == id_or_name, api_keys.c.name == id_or_name)
+            match = api_keys.c.id == id_or_name
+            if not id_only:
+                match = sa.or_(match, api_keys.c.name == id_or_name)
             row = (await conn.execute(sa.select(api_keys).where(match))).first()
             if row is None:
-                raise NotFound(f"no API key with id or name {id_or_name!r}")
+                what = "id" if id_only else "id or name"
+                raise NotFound(f"no API key with {what} {id_or_name!r}")
             if row.revoked_at is None:
                 await conn.execute(
                     api_keys.update().where(api_keys.c.id == row.id).values(revoked_at=now)
