@@ -70,12 +70,18 @@ class CallbackSender:
     name = CALLBACK_CHANNEL
 
     def __init__(
-        self, db: Database, http: httpx.AsyncClient, clock: Clock, sources: SourceLookup
+        self,
+        db: Database,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        sources: SourceLookup,
+        settings: ChannelSettings = CALLBACK_SETTINGS,
     ) -> None:
         self.db = db
         self.http = http
         self.clock = clock
         self.sources = sources  # the active config's `sources:`, read at each send
+        self.settings = settings
 
     async def send(self, message: Message) -> SendResult:
         event = await event_to_send(self.db, message.delivery_id)
@@ -129,7 +135,7 @@ class CallbackSender:
                 target.url,
                 content=body,
                 headers=headers,
-                timeout=http_timeout(CALLBACK_SETTINGS),
+                timeout=http_timeout(self.settings),
                 follow_redirects=False,
                 extensions=extensions,
             )
@@ -144,8 +150,12 @@ def _scrubbed(result: SendResult, pinned_url: str) -> SendResult:
 
 
 def callback_channel(
-    db: Database, http: httpx.AsyncClient, clock: Clock, sources: SourceLookup
+    db: Database,
+    http: httpx.AsyncClient,
+    clock: Clock,
+    sources: SourceLookup,
+    settings: ChannelSettings = CALLBACK_SETTINGS,
 ) -> tuple[CallbackSender, ChannelSettings]:
     """What `WorkerPool(callbacks=...)` takes: the sender and the settings its deliveries
-    are retried by."""
-    return CallbackSender(db, http, clock, sources), CALLBACK_SETTINGS
+    are retried by (`settings.timeout` bounds the whole send, as for channels)."""
+    return CallbackSender(db, http, clock, sources, settings), settings

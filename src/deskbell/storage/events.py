@@ -17,7 +17,7 @@ of the customer's request beyond its id and topic: the bot sent it, and has it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,15 +84,6 @@ def handoff_data(
         "resolved_by": resolved_by,
         "resolved_at": _iso(resolved_at),
     }
-
-
-def accepted_event(
-    request_id: str, topic: str, channels: Iterable[str], accepted_at: datetime
-) -> NewEvent:
-    """`request.accepted`: stored, with the channels its notifications go to."""
-    data = handoff_data(request_id, topic, "waiting")
-    data.update({"accepted_at": _iso(accepted_at), "channels": list(channels)})
-    return NewEvent(ACCEPTED, data)
 
 
 async def insert_events(
