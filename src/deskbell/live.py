@@ -260,7 +260,8 @@ class LiveConfig:
                 "config_file_not_stored",
                 file=str(path),
                 reason=str(exc),
-                message="this node runs the file as it is; other nodes do not see it",
+                message="this node runs the file until a version is active in the database "
+                "(then it follows that one, like every node); other nodes do not see the file",
             )
             return
         if stored is not None and self.runtime.active is active:

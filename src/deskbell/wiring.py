@@ -15,6 +15,7 @@ from typing import IO
 import httpx
 import structlog
 
+from deskbell.api.claim_links import ClaimLinks
 from deskbell.channels import build_registry
 from deskbell.channels.base import Channel, ChannelContext, ChannelSettings, ChannelType
 from deskbell.channels.kit.http import ChannelHTTPClient
@@ -182,6 +183,7 @@ def build_runtime(
             poll_seconds=settings.poll_seconds,
             metrics=runtime.metrics,
             tracing=runtime.tracing,
+            claim_links=ClaimLinks.from_settings(settings, clock),  # None: no secret key
         )
     return runtime
 

@@ -43,6 +43,8 @@ from deskbell.storage.migrate import upgrade
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
 
     from deskbell.config.schema import DeskbellConfig
 
@@ -153,6 +155,8 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
     # exit 0 tells a supervisor the stop was clean.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    # SIGHUP: read the config file again (live.py); uvicorn.Server leaves this signal alone.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: runtime.live.request_reload())
     server = uvicorn.Server(
         uvicorn.Config(
             api,
@@ -178,7 +182,6 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
     database's errors."""
     from uvicorn import Config
     from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
 
     from deskbell.channels import build_registry
     from deskbell.cli.head_limit import HeadLimitedProtocol
@@ -209,7 +212,7 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
     )
     with _shared_metrics_dir(), listening(settings) as sock:
         log.info("serving", processes=settings.processes, workers=with_workers)
-        supervisor = Multiprocess(server, sockets=[sock])
+        supervisor = _reloading_supervisor(server, sock, settings)
         supervisor.run()
     failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
     if failed:
@@ -217,6 +220,44 @@ def serve_processes(settings: Settings, *, with_workers: bool, insecure: bool) -
             f"server process {failed[0]} could not start (its error is logged above); "
             "stopped the others"
         )
+
+
+def _reloading_supervisor(server: Config, sock: socket.socket, settings: Settings) -> Multiprocess:
+    """uvicorn's supervisor, except that SIGHUP reads the config file again (and stores it
+    as the active version if it changed: every child follows within seconds) instead of
+    restarting every child."""
+    from uvicorn.supervisors import Multiprocess
+
+    class Reloading(Multiprocess):
+        def handle_hup(self) -> None:
+            reload_config(settings)
+
+    return Reloading(server, sockets=[sock])
+
+
+def reload_config(settings: Settings) -> None:
+    """SIGHUP in a process without a runtime (the supervisor of `serve --processes N`):
+    the file becomes the active version if it is valid and changed; never raises."""
+    from deskbell.channels import build_registry
+    from deskbell.live import reload_file
+    from deskbell.storage.config_versions import ConfigVersions
+
+    async def run() -> None:
+        db = connect(settings.database_url)
+        try:
+            await reload_file(ConfigVersions(db), settings, build_registry())
+        except Exception as exc:  # invalid file or database trouble: keep what runs
+            log.error(
+                "config_reload_failed",
+                reason=f"{exc}"
+                if isinstance(exc, DeskbellError)
+                else f"{type(exc).__name__}: {exc}",
+                message="the config stays as it was",
+            )
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
 
 
 def run_worker(settings: Settings) -> None:
@@ -232,6 +273,7 @@ def run_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, runtime.live.request_reload)
         await runtime.live.start()
         runtime.start_workers()
         await stop.wait()
