@@ -159,3 +159,84 @@ def test_every_kind_parses_its_canonical_yaml_back_to_itself(registered: None) -
         first, problems = parse_match(raw[index]["match"], f"routes[{index}]")
         assert problems == []
         assert route_matchers(route, f"routes[{index}]") == tuple(first)
+
+
+EVERY_KIND = """
+channels: {c: {type: console}}
+routes:
+  - match:
+      topic: {any: [Sales, [pricing, BILLING], {regex: ^ops-}]}
+      customer.email: {exists: true}
+      customer.phone: {exists: false}
+      metadata.seats: {gte: 50}
+      metadata.score: {gt: -1.5, lte: 10}
+      language: {not: {any: [ES, {regex: ^es-}]}}
+      metadata.plan: {all: [{not: free}, {not: {exists: false}}]}
+    when: {days: [Sat, sun], hours: "22:00-06:00", tz: Europe/Madrid}
+    to: [c]
+"""
+
+
+def test_every_built_in_kind_round_trips_and_shows_itself() -> None:
+    """Canonical YAML parses back to the same matchers, and `config check` shows each."""
+    config = parse_config(EVERY_KIND, build_registry(), env={})
+    [route] = config.routes
+    assert route.match == {
+        "topic": {"any": ["sales", ["pricing", "billing"], {"regex": "^ops-"}]},
+        "customer.email": {"exists": True},
+        "customer.phone": {"exists": False},
+        "metadata.seats": {"gte": 50},
+        "metadata.score": {"gt": -1.5, "lte": 10},
+        "language": {"not": {"any": ["es", {"regex": "^es-"}]}},
+        "metadata.plan": {"all": [{"not": "free"}, {"not": {"exists": False}}]},
+    }
+    assert route.when == {"days": "sat-sun", "hours": "22:00-06:00", "tz": "Europe/Madrid"}
+    again = parse_config(
+        yaml.safe_dump(config.redacted(), sort_keys=False), build_registry(), env={}
+    )
+    assert again.routes == config.routes
+    assert route_matchers(again.routes[0], "routes[0]") == route_matchers(route, "routes[0]")
+    [row, _default] = routing_table(config)
+    assert row == (
+        "topic=(any of sales, [pricing, billing], /^ops-/), customer.email=(exists), "
+        "customer.phone=(absent), metadata.seats=(>= 50), metadata.score=(> -1.5 and <= 10), "
+        "language=(not (any of es, /^es-/)), metadata.plan=(all of (not free), (not (absent)))",
+        "c",
+        "when sat-sun 22:00-06:00 Europe/Madrid",
+    )
+
+
+def test_a_nested_matcher_names_where_inside_it_is_wrong() -> None:
+    config = """
+channels: {c: {type: console}}
+routes:
+  - match: {language: {any: [en, {not: [EN, english]}, {gte: 3}]}}
+    to: [c]
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config, build_registry(), env={})
+    assert str(caught.value) == (
+        "routes[0].match.language.any[1].not[1]: 'english' is not a valid language: must be a "
+        "BCP 47 language tag such as 'es' or 'en-GB'; routes[0].match.language.any[2]: language "
+        "is text; gt/gte/lt/lte compare numbers, which only metadata values are"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"gt": 1, "gte": 2}, "write one of gt and gte, not both"),
+        ({"gte": 5, "lt": 5}, "no number is gte 5 and lt 5"),
+        ({"gte": 1, "below": 3}, "gt/gte/lt/lte take no other key (found below)"),
+        ({"not": "a", "x": 1}, "{not: ...} takes no other key (found x)"),
+        ({"any": "gold"}, "any takes a non-empty list of matchers, not 'gold'"),
+        ({"regex": "a", "not": "b"}, "is read by several matcher kinds (regex, not)"),
+        ({"gte": float("inf")}, ".gte: inf is not a finite number"),
+        ({"lte": -(2**53)}, ".lte: -9007199254740992 is beyond +-(2**53 - 1)"),
+    ],
+)
+def test_bad_forms_of_the_new_kinds(spec: dict[str, Any], message: str) -> None:
+    _, problems = parse_match({"metadata.n": spec}, "routes[0]")
+    assert len(problems) == 1
+    assert message in problems[0]
+    assert problems[0].startswith("routes[0].match.metadata.n")

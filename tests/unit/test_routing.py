@@ -193,3 +193,103 @@ def test_route_values_compare_in_stored_form(fields: dict[str, Any], expected: l
     router = build_router(parse_config(CANONICAL, build_registry(), env={}))
     request = AssistanceRequestIn.model_validate({"topic": "t", "description": "help", **fields})
     assert [t.channel for t in router.targets(request)] == expected
+
+
+# The kinds of SPEC §8 beyond exact, list and regex: exists, numeric bounds, not, any/all.
+KINDS = """
+channels:
+  known: {type: console}
+  big: {type: console}
+  small: {type: console}
+  enterprise: {type: console}
+  not-spanish: {type: console}
+  rest: {type: console}
+routes:
+  - match: {topic: vip, customer.email: {exists: true}}
+    to: [known]
+  - match: {topic: seats, metadata.seats: {gte: 50}}
+    to: [big]
+  - match: {topic: seats, metadata.seats: {gt: 0, lt: 10.5}}
+    to: [small]
+  - match: {metadata.plan: {any: [enterprise, {regex: ^ent}, [gold, platinum]]}}
+    to: [enterprise]
+  - match: {topic: {any: [help, support]}, language: {not: {any: [es, {regex: ^es-}]}}}
+    to: [not-spanish]
+  - match: {topic: audit, metadata.n: {all: [{gte: 1}, {not: 13}, {lte: 20}]}}
+    to: [known]
+  - match: {topic: anon, customer.email: {exists: false}}
+    to: [small]
+default: [rest]
+"""
+
+KINDS_CASES: list[tuple[dict[str, Any], list[str]]] = [
+    ({"topic": "vip", "customer": {"email": "a@example.com"}}, ["known"]),
+    ({"topic": "vip", "customer": {"name": "Ann"}}, ["rest"]),
+    ({"topic": "vip"}, ["rest"]),
+    ({"topic": "seats", "metadata": {"seats": 50}}, ["big"]),
+    ({"topic": "seats", "metadata": {"seats": 49.9}}, ["rest"]),
+    ({"topic": "seats", "metadata": {"seats": 10}}, ["small"]),
+    ({"topic": "seats", "metadata": {"seats": 10.5}}, ["rest"]),  # lt is strict
+    ({"topic": "seats", "metadata": {"seats": 0}}, ["rest"]),
+    ({"topic": "seats", "metadata": {"seats": "60"}}, ["rest"]),  # text never compares
+    ({"topic": "seats", "metadata": {"seats": True}}, ["rest"]),  # nor a boolean
+    ({"topic": "seats"}, ["rest"]),
+    ({"topic": "x", "metadata": {"plan": "enterprise"}}, ["enterprise"]),
+    ({"topic": "x", "metadata": {"plan": "ent-2"}}, ["enterprise"]),
+    ({"topic": "x", "metadata": {"plan": "platinum"}}, ["enterprise"]),
+    ({"topic": "x", "metadata": {"plan": "free"}}, ["rest"]),
+    ({"topic": "help"}, ["not-spanish"]),  # no language: `not` matches
+    ({"topic": "support", "language": "en"}, ["not-spanish"]),
+    ({"topic": "support", "language": "es"}, ["rest"]),
+    ({"topic": "support", "language": "ES-mx"}, ["rest"]),
+    ({"topic": "audit", "metadata": {"n": 12}}, ["known"]),
+    ({"topic": "audit", "metadata": {"n": 13}}, ["rest"]),
+    ({"topic": "audit", "metadata": {"n": 21}}, ["rest"]),
+    ({"topic": "anon"}, ["small"]),
+    ({"topic": "anon", "customer": {"email": "a@example.com"}}, ["rest"]),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), KINDS_CASES)
+def test_every_matcher_kind_routes(fields: dict[str, Any], expected: list[str]) -> None:
+    router = build_router(parse_config(KINDS, build_registry(), env={}))
+    request = AssistanceRequestIn.model_validate({"description": "help", **fields})
+    assert [t.channel for t in router.targets(request)] == expected
+    assert reference_targets(router.routes, router.default, request) == expected
+
+
+def test_any_of_literals_indexes_its_topics() -> None:
+    router = build_router(parse_config(KINDS, build_registry(), env={}))
+    assert router.routes[4].topics == frozenset({"help", "support"})
+    assert "help" in router.known_topics()
+
+
+@pytest.mark.parametrize("topic", ["sales", "support", "billing", "sup-x"])
+@pytest.mark.parametrize("language", [None, "es"])
+@pytest.mark.parametrize("plan", [None, "gold"])
+@pytest.mark.parametrize("email", [None, "x@example.com"])
+def test_the_dry_run_explains_what_targets_does(
+    topic: str, language: str | None, plan: str | None, email: str | None
+) -> None:
+    """`explain` (the dry run, GET /v1/topics) names the routes every-route-in-order takes,
+    and its channels are `targets`' own."""
+    from deskbell.routing.explain import explain
+
+    router = build_router(parse_config(INDEXED, build_registry(), env={}))
+    fields: dict[str, Any] = {"topic": topic, "description": "help", "language": language}
+    fields["metadata"] = {"plan": plan} if plan else {}
+    fields["customer"] = {"email": email} if email else None
+    request = AssistanceRequestIn.model_validate(fields)
+
+    def clock() -> Any:
+        raise AssertionError("no window here: the clock is not read")
+
+    answer = explain(router, request, clock)
+    taken = [
+        index for index, route in enumerate(router.routes) if all_match(route.matchers, request)
+    ]
+    first_stop = next((i for i in taken if not router.routes[i].continue_), None)
+    expected = [i for i in taken if first_stop is None or i <= first_stop]
+    assert [view.index for view in answer.routes] == expected
+    assert answer.channels() == [t.channel for t in router.targets(request)]
+    assert answer.default is (not expected)
