@@ -26,9 +26,12 @@ from deskbell.config.schema import SourceConfig
 from deskbell.delivery.callbacks import CALLBACK_SETTINGS, callback_channel
 from deskbell.storage.tables import deliveries
 from deskbell.wiring import Runtime
+from tests.api.test_slack_interactions import SIGNING, click
+from tests.api.test_slack_interactions import signed as slack_signed
 from tests.conftest import running_app
 from tests.fakes import wait_until_async
 from tests.fakes.receiver import Received, Receiver
+from tests.fakes.slack import FakeSlack
 
 URL = "/v1/assistance-requests"
 BOT_SECRET = "whsec_" + base64.b64encode(b"b" * 32).decode()  # the bot signs its requests
@@ -63,6 +66,9 @@ routes:
     escalate_to: [people]
   - match: {{topic: doomed}}
     to: [broken]
+  - match: {{topic: rescued}}
+    to: [broken]
+    fallback: people
 sources:
   bot:
     secrets: [{BOT_SECRET}]
@@ -213,6 +219,23 @@ async def test_a_request_nobody_can_be_told_of_fails(
     assert failed["data"]["channel"] == "broken"
     assert failed["data"]["deliveries"] == {"dead": 1}
     assert "request.notified" not in {e["type"] for e in events_of(bot, request_id)}
+
+
+async def test_a_dead_notification_with_a_fallback_is_not_a_failure(
+    make_runtime: Callable[..., Runtime], receivers: Any
+) -> None:
+    bot, people, broken = receivers
+    runtime = with_callbacks(make_runtime(config(bot, people, broken)))
+    async with running_app(runtime) as client:
+        answer = await post_signed(client, {"topic": "rescued", "description": "help"})
+        request_id = answer.json()["id"]
+        notified = await wait_for_event(bot, request_id, "request.notified")
+        await _settled_events(runtime, request_id, 2)
+    assert notified["data"]["channel"] == "people"  # the fallback was the first one sent
+    assert sorted(e["type"] for e in events_of(bot, request_id)) == [
+        "request.accepted",
+        "request.notified",
+    ]
 
 
 async def test_a_bot_answering_500_gets_the_event_again(
@@ -385,3 +408,31 @@ async def test_without_a_callback_no_event_rows_are_made(
         await handoff.claim(runtime, request_id, by="Ana", via="api")
         assert await event_rows(runtime, request_id) == []
     assert bot.requests == []
+
+
+async def test_a_slack_click_reaches_the_bot_as_a_claim(
+    make_runtime: Callable[..., Runtime], receivers: Any, fake_slack: FakeSlack
+) -> None:
+    """What tests/e2e/test_callbacks.py checks across processes, in one: the claim made by a
+    Slack click is the one the bot hears of."""
+    bot, people, broken = receivers
+    text = config(bot, people, broken).replace(
+        "routes:\n",
+        f"  sales-slack:\n    type: slack\n    webhook_url: {fake_slack.url}\n"
+        f"    signing_secret: {SIGNING}\nroutes:\n  - match: {{topic: chat}}\n"
+        "    to: [sales-slack]\n",
+        1,
+    )
+    runtime = with_callbacks(make_runtime(text))
+    async with running_app(runtime) as client:
+        answer = await post_signed(client, {"topic": "chat", "description": "help"})
+        request_id = answer.json()["id"]
+        [posted] = await fake_slack.wait_for_payloads_async(1)
+        body = click(fake_slack, posted)
+        clicked = await client.post(
+            "/v1/slack/interactions", content=body, headers=slack_signed(body)
+        )
+        assert clicked.status_code == 200, clicked.text
+        claimed = await wait_for_event(bot, request_id, "request.claimed")
+    assert claimed["data"]["via"] == "slack"
+    assert claimed["data"]["claimed_by"]
