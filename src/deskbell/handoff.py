@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from deskbell.models import HANDOFF_VIAS, Handoff, HandoffState
-from deskbell.storage.handoff import Transition
 
 if TYPE_CHECKING:
+    from deskbell.storage.handoff import Handoffs, Transition
     from deskbell.wiring import Runtime
 
 MAX_NAME_CHARS = 128  # requests.claimed_by / resolved_by
@@ -70,27 +70,43 @@ async def claim(runtime: Runtime, request_id: str, *, by: str, via: str) -> Hand
     """Claim `request_id` for `by`. won=True when this call claimed it, or `by` already held
     it; won=False when someone else holds it or it is resolved. Raises NotFound for an
     unknown request, ValueError for a bad name or `via`."""
-    by, via = clean_name(by), _check_via(via)
-    t = await runtime.store.handoff.claim(request_id, by=by, via=via, now=runtime.clock.now())
+    outcome, t = await claim_in(runtime.store.handoff, request_id, by, via, runtime.clock.now())
     if t.changed:
         claimed_at = t.handoff.claimed_at or t.accepted_at
         runtime.metrics.claimed(t.topic, (claimed_at - t.accepted_at).total_seconds())
         runtime.wake_workers()  # the bot's event, if it has a callback
-        return _outcome(True, t)
-    h = t.handoff
-    return _outcome(h.state is HandoffState.CLAIMED and h.claimed_by == by, t)
+    return outcome
 
 
 async def resolve(runtime: Runtime, request_id: str, *, by: str, via: str) -> HandoffOutcome:
     """Resolve `request_id` as `by`. won=True when this call resolved it, or `by` already
     had; won=False when someone else resolved it first. Raises NotFound for an unknown
     request, ValueError for a bad name or `via`."""
-    by, via = clean_name(by), _check_via(via)
-    t = await runtime.store.handoff.resolve(request_id, by=by, via=via, now=runtime.clock.now())
+    outcome, t = await resolve_in(runtime.store.handoff, request_id, by, via, runtime.clock.now())
     if t.changed:
         runtime.wake_workers()
-        return _outcome(True, t)
-    return _outcome(t.handoff.resolved_by == by, t)
+    return outcome
 
 
-__all__ = ["HandoffOutcome", "claim", "clean_name", "resolve"]
+async def claim_in(
+    handoffs: Handoffs, request_id: str, by: str, via: str, now: datetime
+) -> tuple[HandoffOutcome, Transition]:
+    """`claim`'s rules on the store alone, for a process without a runtime (the CLI): no
+    metric, no worker to wake (the event waits for the next poll or NOTIFY)."""
+    by, via = clean_name(by), _check_via(via)
+    t = await handoffs.claim(request_id, by=by, via=via, now=now)
+    h = t.handoff
+    won = t.changed or (h.state is HandoffState.CLAIMED and h.claimed_by == by)
+    return _outcome(won, t), t
+
+
+async def resolve_in(
+    handoffs: Handoffs, request_id: str, by: str, via: str, now: datetime
+) -> tuple[HandoffOutcome, Transition]:
+    """`resolve`'s rules on the store alone (the CLI)."""
+    by, via = clean_name(by), _check_via(via)
+    t = await handoffs.resolve(request_id, by=by, via=via, now=now)
+    return _outcome(t.changed or t.handoff.resolved_by == by, t), t
+
+
+__all__ = ["HandoffOutcome", "claim", "claim_in", "clean_name", "resolve", "resolve_in"]

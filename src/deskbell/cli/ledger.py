@@ -1,10 +1,11 @@
-"""The commands that read or change the ledger from a shell: `deskbell requests list|show`
-and `deskbell retry`. They open only the storage object they need, and never create a
-database that is not there."""
+"""The commands that read or change the ledger from a shell: `deskbell requests
+list|show|claim|resolve` and `deskbell retry`. They open only the storage object they need,
+and never create a database that is not there."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -13,10 +14,14 @@ import typer
 from deskbell.cli.errors import fail, read_settings
 
 if TYPE_CHECKING:
+    from deskbell.handoff import HandoffOutcome
     from deskbell.storage.engine import Database
+    from deskbell.storage.handoff import Handoffs
 
 T = TypeVar("T")
-requests_app = typer.Typer(no_args_is_help=True, help="Read stored assistance requests.")
+requests_app = typer.Typer(
+    no_args_is_help=True, help="Read stored assistance requests; claim and resolve them."
+)
 
 
 class Status(StrEnum):
@@ -94,3 +99,55 @@ def retry(delivery_id: str) -> None:
     except DeskbellError as exc:
         fail(f"{type(exc).__name__}: {exc}", code=1)
     typer.echo(f"{delivery.id} is {delivery.status.value}")
+
+
+@requests_app.command("claim")
+def requests_claim(
+    request_id: str,
+    by: Annotated[str, typer.Option("--by", help="who takes it (1..128 characters)")],
+) -> None:
+    """Take a request (handoff `waiting` -> `claimed`); refused if someone else holds it."""
+    from deskbell.handoff import claim_in
+
+    _handoff(lambda h, now: claim_in(h, request_id, by, "cli", now), "claim")
+
+
+@requests_app.command("resolve")
+def requests_resolve(
+    request_id: str,
+    by: Annotated[
+        str | None, typer.Option("--by", help="who resolves it (default: your user name)")
+    ] = None,
+) -> None:
+    """Close a request (handoff `waiting` or `claimed` -> `resolved`, final)."""
+    import getpass
+
+    from deskbell.handoff import resolve_in
+
+    name = by if by is not None else getpass.getuser()
+    _handoff(lambda h, now: resolve_in(h, request_id, name, "cli", now), "resolve")
+
+
+def _handoff(
+    action: Callable[[Handoffs, datetime], Awaitable[tuple[HandoffOutcome, object]]], verb: str
+) -> None:
+    """Run a claim or resolve on the database; one line out, or one line error (exit 2)."""
+    from deskbell.clock import SystemClock
+    from deskbell.errors import NotFound
+    from deskbell.storage.handoff import Handoffs
+
+    now = SystemClock().now()
+    try:
+        outcome, _ = with_db(lambda db: action(Handoffs(db), now))
+    except NotFound as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(f"--by {exc}")
+    if outcome.state == "resolved":
+        who, at = outcome.resolved_by, outcome.resolved_at
+    else:
+        who, at = outcome.claimed_by, outcome.claimed_at
+    when = f"{at:%Y-%m-%d %H:%M:%S}Z" if at is not None else "?"
+    if not outcome.won:
+        fail(f"cannot {verb}: already {outcome.state} by {who} at {when}")
+    typer.echo(f"{outcome.state} by {who} at {when}")
