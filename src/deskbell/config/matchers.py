@@ -7,7 +7,8 @@ would say so. The valid paths come from `AssistanceRequestIn` itself, and each k
 field's own validator (`_canonical`) for the values it compares, so the config compares what
 ingest stores: `language: EN` becomes `en`, `topic: Sales` `sales`, `customer.email:
 Bob@Example.COM` `Bob@example.com`. Regex matchers stay as written: they search the stored
-value.
+value. A route's `when:` time window is checked here too (`parse_when`, routing/windows.py)
+and kept in canonical form.
 """
 
 from __future__ import annotations
