@@ -82,7 +82,7 @@ documents = st.fixed_dictionaries(
 
 def shown(document: dict[str, Any]) -> dict[str, Any]:
     """What GET must show of `document`: literal webhook URLs masked, the rest as sent."""
-    out = yaml.safe_load(yaml.safe_dump(document))
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(document))
     for block in out["channels"].values():
         if block["type"] == "webhook" and not block["url"].startswith("${"):
             block["url"] = MASK

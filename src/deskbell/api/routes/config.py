@@ -1,5 +1,5 @@
 """The routing config at run time (SPEC §8): read it, check it, replace it, list its versions,
-roll back; `GET /v1/topics` (what is routed where).
+roll back. (`GET /v1/topics` is api/routes/routing.py's.)
 
 Every write goes through `ConfigWriter.write`: masked secrets kept from the active version,
 the checks of `deskbell config check` (each problem a 422 detail `{key, why}`), literal
@@ -29,7 +29,7 @@ from deskbell.api.auth import PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError
 from deskbell.api.limits import read_body
-from deskbell.api.schemas import ErrorOut, TopicOut, TopicsOut
+from deskbell.api.schemas import ErrorOut
 from deskbell.config.changes import summarize
 from deskbell.config.destinations import config_warnings
 from deskbell.config.document import (
@@ -386,16 +386,3 @@ async def activate_version(
         log.info("config_rollback", version=version.number, rollback_of=number)
         await writer.apply()
     return writer.answer(version, 201 if changed else 200, changed=changed, warnings=[])
-
-
-@router.get("/v1/topics", response_model=TopicsOut)
-async def topics(runtime: RuntimeDep) -> TopicsOut:
-    router_ = runtime.active.router
-    config = runtime.active.config
-    return TopicsOut(
-        topics=[
-            TopicOut(topic=t, channels=router_.channels_for_topic(t))
-            for t in router_.known_topics()
-        ],
-        default=config.default,
-    )
