@@ -13,11 +13,17 @@ Config block, one of:
       template:                           # optional overrides: header, body, text
         body: "*New lead:* {{ description }}"
 
+Either may add `signing_secret: ${SLACK_SIGNING_SECRET}` (the Slack app's): its messages
+then carry a Claim button, whose clicks `POST /v1/slack/interactions` checks with it
+(api/routes/slack.py); the claimed message is built by kit/slack_claim.py and sent back by
+`update` (`chat.update` for the Web API, else the click's `response_url`).
+
 The message: a header with the topic, the description (`body`), fields for the customer and
-language, a Metadata section of fields, a button to the conversation and a context line with
-the request id; `text` is the plain fallback shown in notifications. Every value from the
-request is escaped (kit/mrkdwn.py), and anything over Slack's limits is cut with a visible
-"(truncated)" marker instead of being refused with `invalid_blocks`.
+language, a Metadata section of fields, the Claim button and a button to the conversation,
+and a context line with the request id; `text` is the plain fallback shown in
+notifications. Every value from the request is escaped (kit/mrkdwn.py), and anything over
+Slack's limits is cut with a visible "(truncated)" marker instead of being refused with
+`invalid_blocks`.
 
 The two transports answer differently. A webhook speaks HTTP status codes (shared classifier).
 The Web API answers `200 {"ok": false, "error": "..."}`: `ratelimited` and Slack-side
