@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -116,7 +117,7 @@ def _answer(outcome: handoff.HandoffOutcome, action: str) -> Response:
     else:
         who, code = outcome.claimed_by, "already_claimed"
         message = f"cannot {action}: already claimed by {who}"
-    raise ApiError(409, code, message, data)
+    raise ApiError(409, code, message, orjson.loads(render(data)))  # details as JSON values
 
 
 @handoff_router.post(
