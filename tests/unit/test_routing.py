@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deskbell.channels import build_registry
 from deskbell.config.load import build_router, parse_config
@@ -293,3 +295,68 @@ def test_the_dry_run_explains_what_targets_does(
     assert [view.index for view in answer.routes] == expected
     assert answer.channels() == [t.channel for t in router.targets(request)]
     assert answer.default is (not expected)
+
+
+WINDOWED = KINDS.replace(
+    "default: [rest]",
+    """  - match: {topic: [seats, x]}
+    when: {days: sat-sun, tz: America/New_York}
+    to: [known]
+    continue: true
+  - match: {}
+    when: {hours: "22:00-06:00", tz: Australia/Sydney}
+    to: [small]
+default: [rest]""",
+)
+
+WINDOWED_ROUTER = build_router(parse_config(WINDOWED, build_registry(), env={}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=st.sampled_from(["vip", "seats", "x", "help", "support", "audit", "anon", "other"]),
+    language=st.sampled_from([None, "en", "es", "es-MX"]),
+    seats=st.one_of(st.none(), st.integers(-5, 100), st.floats(-5, 100), st.text(max_size=3)),
+    plan=st.sampled_from([None, "enterprise", "ent-x", "gold", "free"]),
+    email=st.sampled_from([None, "a@example.com"]),
+    minutes=st.integers(0, 60 * 24 * 14),
+)
+def test_indexed_windowed_routing_is_every_route_in_order(
+    topic: str,
+    language: str | None,
+    seats: Any,
+    plan: str | None,
+    email: str | None,
+    minutes: int,
+) -> None:
+    """The topic index, the one-route short cut and the lazy clock give what trying every
+    route in order (window included) gives; `explain` names those routes."""
+    from datetime import UTC, datetime, timedelta
+
+    from deskbell.routing.explain import explain
+
+    router = WINDOWED_ROUTER
+    metadata = {k: v for k, v in (("seats", seats), ("plan", plan), ("n", seats)) if v is not None}
+    request = AssistanceRequestIn.model_validate(
+        {
+            "topic": topic,
+            "description": "help",
+            "language": language,
+            "metadata": metadata,
+            "customer": {"email": email} if email else None,
+        }
+    )
+    at = datetime(2026, 3, 20, tzinfo=UTC) + timedelta(minutes=minutes)
+    taken = [
+        index
+        for index, route in enumerate(router.routes)
+        if all_match(route.matchers, request)
+        and (route.window is None or route.window.contains(at))
+    ]
+    stop = next((i for i in taken if not router.routes[i].continue_), None)
+    expected = [i for i in taken if stop is None or i <= stop]
+    channels: dict[str, None] = {}
+    for index in expected:
+        channels.update(dict.fromkeys(router.routes[index].to))
+    assert [t.channel for t in router.targets(request, lambda: at)] == (list(channels) or ["rest"])
+    assert [view.index for view in explain(router, request, lambda: at).routes] == expected
