@@ -389,6 +389,9 @@ async def test_keys_still_work_beside_tokens(
     assert (await client.post(URL, json=GOOD, headers=bearer(KEY))).status_code == 202
     answer = await client.post(URL, json=GOOD, headers=bearer("z" * 40))
     assert error_of(answer) == "invalid_credentials"  # a key, not a token
+    missing = await client.post(URL, json=GOOD)
+    assert error_of(missing) == "missing_credentials"
+    assert "bearer token" in missing.json()["error"]["message"]
 
 
 async def test_a_jwt_without_oidc_is_refused_without_a_key_lookup(

@@ -168,7 +168,10 @@ class Authenticator:
             principal = await self._by_signature(request)
         elif not self._known_open() and await self.auth_required():
             raise _unauthorized(
-                "missing_credentials", "an API key or a webhook signature is needed"
+                "missing_credentials",
+                "an API key, a bearer token or a webhook signature is needed"
+                if self.tokens is not None
+                else "an API key or a webhook signature is needed",
             )
         else:
             client = request.scope.get("client")  # what request.client wraps, per call
