@@ -16,6 +16,7 @@ import pytest
 
 from deskbell.config.changes import summarize
 from deskbell.config.document import document_from_text
+from deskbell.delivery.circuits import Circuits
 from deskbell.live import adopt_file
 from deskbell.settings import Settings
 from deskbell.wiring import Runtime, build_runtime
@@ -226,3 +227,18 @@ async def test_sighup_reload_keeps_the_old_config_when_the_file_is_invalid(
         assert (stored.number, stored.origin) == (2, "file")
         assert runtime.live.number == 2
         assert (await client.post(URL, json=BODY)).status_code == 202
+
+
+async def test_a_changed_channel_gets_a_new_breaker_and_an_unchanged_one_keeps_it(
+    node: Callable[..., Any],
+) -> None:
+    async with node() as (a, _), node() as (b, _):
+        circuits = Circuits()
+        now = b.clock.now()
+        circuits.room(b.channels(), {}, now)
+        console, other = circuits.get("console"), circuits.get("other")
+        await store_version(a, SECOND)  # `other` changes, `console` does not
+        await b.live.sync()
+        circuits.room(b.channels(), {}, now)
+        assert circuits.get("console") is console
+        assert circuits.get("other") is not other

@@ -13,6 +13,10 @@ Why the supervisor rather than `uvicorn.run(..., workers=N)`: `run` returns norm
 child fails to start, so `serve` could not tell "stopped by SIGTERM" (exit 0) from "a child
 could not start" (exit 2); with the supervisor object in hand the children's exit codes can
 be read after it returns.
+
+SIGHUP reads the config file again (live.py): `serve` and `worker` through their runtime's
+watcher; the supervisor of `--processes N` itself (`_reloading_supervisor`: uvicorn's would
+restart every child), storing the file as the active version, which every child follows.
 """
 
 from __future__ import annotations
