@@ -98,6 +98,7 @@ async def test_escalation_survives_sigkill_and_is_sent_once(
         await wait_until_true(sent, timeout=SLA_SECONDS + 30, what="the escalation step")
         assert len(slack.payloads) == 1
         assert "escalate me" in str(slack.payloads[0])
+        assert "Unclaimed, escalation 1" in str(slack.payloads[0])
     finally:
         restarted.stop()
 

@@ -58,13 +58,18 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
+def console() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
 async def runtime(
-    database_url: str, write_config: Callable[[str], Path], clock: FakeClock
+    database_url: str, write_config: Callable[[str], Path], clock: FakeClock, console: io.StringIO
 ) -> AsyncIterator[Runtime]:
     settings = Settings(
         database_url=database_url, config=write_config(ESCALATING), workers=4, poll_seconds=0.05
     )
-    rt = build_runtime(settings, clock=clock, console=io.StringIO())
+    rt = build_runtime(settings, clock=clock, console=console)
     yield rt
     await rt.aclose()
 
@@ -207,7 +212,7 @@ async def _escalation_rows(rt: Runtime, request_id: str) -> list[tuple[int, str,
 
 
 async def test_escalation_is_sent_when_due_and_a_claim_stops_the_rest(
-    runtime: Runtime, clock: FakeClock
+    runtime: Runtime, clock: FakeClock, console: io.StringIO
 ) -> None:
     runtime.start_workers()
     left = await accept(runtime)  # nobody claims this one
@@ -219,6 +224,7 @@ async def test_escalation_is_sent_when_due_and_a_claim_stops_the_rest(
         return all(d.status is DeliveryStatus.SENT for d in routed)
 
     await wait_until_true(notified, what="the route's notifications")
+    assert "Unclaimed" not in console.getvalue()
     assert {r[2] for r in await _escalation_rows(runtime, left)} == {"pending"}
 
     clock.at = T0 + timedelta(minutes=10, seconds=1)
@@ -231,6 +237,8 @@ async def test_escalation_is_sent_when_due_and_a_claim_stops_the_rest(
     await wait_until_true(lambda: step_sent(left, 1), what="step 1 of the first request")
     await wait_until_true(lambda: step_sent(taken, 1), what="step 1 of the second request")
     assert (await handoff.claim(runtime, taken, by="ana", via="api")).won
+    # The escalation's message says what it is.
+    assert console.getvalue().count("Unclaimed, escalation 1: Assistance requested: sales") == 2
 
     clock.at = T0 + timedelta(minutes=30, seconds=1)
     runtime.wake_workers()
