@@ -258,6 +258,9 @@ async def test_escalation_is_sent_when_due_and_a_claim_stops_the_rest(
     assert request.handoff is not None
     shown = [(e.step, e.status.value, e.sent_at is not None) for e in request.handoff.escalations]
     assert shown == [(1, "sent", True), (2, "cancelled", False), (2, "cancelled", False)]
+    # Each step shows when it was due, sent or not.
+    due = [T0 + timedelta(minutes=10), T0 + timedelta(minutes=30), T0 + timedelta(minutes=30)]
+    assert [e.due_at for e in request.handoff.escalations] == due
 
 
 async def test_claim_and_resolve_queue_events_only_with_a_callback(runtime: Runtime) -> None:

@@ -72,15 +72,12 @@ def handoff_of(row: Any, escalations: tuple[Escalation, ...] = ()) -> Handoff:
 
 def escalation_of(row: Any) -> Escalation:
     """An Escalation from a deliveries row or a Delivery (id, channel, status, step,
-    next_attempt_at, sent_at): due while not yet attempted (or cancelled: when it would have
-    gone), then sent or not."""
-    status = DeliveryStatus(row.status)
-    pending = status in (DeliveryStatus.PENDING, DeliveryStatus.CANCELLED)
+    created_at, sent_at). An escalation's `created_at` is its due time (storage/rows.py)."""
     return Escalation(
         step=row.step or 0,
         channel=row.channel,
-        status=status,
-        due_at=row.next_attempt_at if pending else None,
+        status=DeliveryStatus(row.status),
+        due_at=row.created_at,
         sent_at=row.sent_at,
         delivery_id=row.id,
     )
@@ -94,7 +91,7 @@ async def escalations_of(conn: AsyncConnection, request_id: str) -> tuple[Escala
             deliveries.c.channel,
             deliveries.c.status,
             deliveries.c.step,
-            deliveries.c.next_attempt_at,
+            deliveries.c.created_at,
             deliveries.c.sent_at,
         )
         .where(deliveries.c.request_id == request_id, deliveries.c.kind == ESCALATION)

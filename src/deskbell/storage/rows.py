@@ -70,23 +70,22 @@ DELIVERY_SHARED = {
     "updated_at": "at",
     "next_attempt_at": "at",
 }
-# Escalation steps and events: their own due time, kind and step or event.
+# Escalation steps and events: their own due time, kind and step or event. An escalation's
+# `created_at` is its due time too: it becomes work then, so the backlog's "oldest pending"
+# gauge does not count the wait before an SLA step as a delay, and the handoff shows when each
+# step was due even after it was sent.
 EXTRA_OWN = (
     "id",
     "request_id",
     "channel",
+    "created_at",
     "next_attempt_at",
     "kind",
     "step",
     "event_type",
     "event_body",
 )
-EXTRA_SHARED = {
-    "status": "status",
-    "attempts": "attempts",
-    "created_at": "at",
-    "updated_at": "at",
-}
+EXTRA_SHARED = {"status": "status", "attempts": "attempts", "updated_at": "at"}
 ESCALATION = "escalation"
 EVENT = "event"
 ACCEPTED_EVENT = "request.accepted"
@@ -281,12 +280,12 @@ class NewRows:
         for i in items:
             for delivery_id, channel, step, after in i.escalations:
                 due = self.stamp(at + after)
-                found.append((delivery_id, i.id, channel, due, ESCALATION, step, blank, blank))
+                found.append((delivery_id, i.id, channel, due, due, ESCALATION, step, blank, blank))
             if i.callback_url:
                 body = orjson.dumps(accepted_data(i, at)).decode()
                 now = self.stamp(at)
-                event = (new_id(), i.id, CALLBACK_CHANNEL, now, EVENT, blank, ACCEPTED_EVENT, body)
-                found.append(event)
+                event = (i.id, CALLBACK_CHANNEL, now, now, EVENT, blank, ACCEPTED_EVENT, body)
+                found.append((new_id(), *event))
         return found
 
     async def insert(
