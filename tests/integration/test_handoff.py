@@ -108,6 +108,15 @@ async def test_escalation_steps_are_committed_with_the_request(
         (2, "lead", DeliveryStatus.PENDING, T0 + timedelta(minutes=30)),
         (2, "manager", DeliveryStatus.PENDING, T0 + timedelta(minutes=30)),
     ]
+    if keyed:  # a repeat answers the first 202: the route's notifications only
+        payload = AssistanceRequestIn(topic="sales", description="help")
+        repeat, created = await runtime.accept(
+            payload,
+            runtime.active.router.targets(payload),
+            idempotency_key="k-sales-None",
+        )
+        assert (repeat.id, created) == (request_id, False)
+        assert [d.channel for d in repeat.deliveries] == ["desk"]
     # The 202's deliveries are the route's notifications only.
     assert [d.channel for d in request.deliveries if d.kind is None] == ["desk"]
     # A route without escalation stores none.

@@ -186,7 +186,8 @@ async def _by_idempotency_key(conn: AsyncConnection, key: str, now: datetime) ->
 async def _receipt(conn: AsyncConnection, request_id: str, topic: str) -> Receipt:
     rows = await conn.execute(
         sa.select(deliveries.c.id, deliveries.c.channel, deliveries.c.status)
-        .where(deliveries.c.request_id == request_id)
+        # The route's notifications, as the first 202 listed: not its escalations or events.
+        .where(deliveries.c.request_id == request_id, deliveries.c.kind.is_(None))
         .order_by(deliveries.c.id)
     )
     found = tuple(DeliveryReceipt(r.id, r.channel, DeliveryStatus(r.status)) for r in rows)
