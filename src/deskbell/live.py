@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 CLOSE_MARGIN_SECONDS = 2.0  # after the longest send an old channel object may still run
+FIRST_TURN_SECONDS = 15.0  # start-up adoption waits no longer; the watcher goes on
 ADOPT_TRIES = 5  # start-up adoption racing other processes' (StaleVersion): read again, retry
 FILE_ORIGIN = "file"
 DEMO_AUTHOR = "built-in demo"
@@ -288,7 +289,11 @@ class LiveConfig:
         if self._tasks:
             return
         self._loop = asyncio.get_running_loop()
-        await self._turn()
+        try:
+            async with asyncio.timeout(FIRST_TURN_SECONDS):
+                await self._turn()
+        except TimeoutError:  # a database that does not answer: serve, keep trying
+            log.warning("config_sync_slow", seconds=FIRST_TURN_SECONDS)
         self._tasks.append(asyncio.create_task(self._run(), name="deskbell-live-config"))
         db = self.runtime.db
         if db.writer.dialect.name == "postgresql":

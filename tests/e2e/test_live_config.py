@@ -251,3 +251,49 @@ def test_a_node_without_a_variable_keeps_its_config_and_says_so(
         assert '"config_refused"' in b.output()
         assert post(b, "sales").status_code == 202
         assert post(b, "billing").json()["error"]["code"] == "unknown_topic"
+
+
+def activations(node: Deskbell, version: int) -> int:
+    """How many of the node's processes logged `config_activated` for `version`."""
+    return sum(
+        1
+        for line in node.output().splitlines()
+        if line.startswith("{")
+        and '"config_activated"' in line
+        and json.loads(line)["version"] == version
+    )
+
+
+def test_sighup_to_the_supervisor_or_a_worker_reaches_every_process(
+    tmp_path: Path, database_url: str, receiver: Receiver
+) -> None:
+    """`serve --processes 2`: its parent reloads the file on SIGHUP (uvicorn's own supervisor
+    would restart the children) and both children follow; a `deskbell worker` reloads too."""
+    env = environment(tmp_path, database_url, receiver)
+    config = Path(env["DESKBELL_CONFIG"])
+    with ExitStack() as stack:
+        server = Deskbell(
+            ["serve", "--processes", "2"], env=env, workdir=tmp_path, port=free_port()
+        )
+        stack.callback(server.stop)
+        server.wait_ready(timeout=60)
+        wait_until(
+            lambda: server.output().count("Application startup complete") >= 2,
+            timeout=60,
+            what="2 server processes started",
+        )
+        work = worker(stack, env, tmp_path)
+        assert activations(server, 1) == 2
+
+        config.write_text(WITH_BILLING)
+        os.kill(server.pid, signal.SIGHUP)
+        within(lambda: activations(server, 2) == 2, "both children to run version 2")
+        within(lambda: activations(work, 2) == 1, "the worker to run version 2")
+        assert "restarting processes" not in server.output()
+        assert server.output().count("Application startup complete") == 2  # none restarted
+
+        config.write_text(CONFIG)
+        os.kill(work.pid, signal.SIGHUP)
+        within(lambda: activations(work, 3) == 1, "the worker to run version 3")
+        within(lambda: activations(server, 3) == 2, "both children to run version 3")
+        assert post(server, "billing").json()["error"]["code"] == "unknown_topic"

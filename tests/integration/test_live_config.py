@@ -9,11 +9,12 @@ import io
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
+from deskbell.channels.base import ChannelContext, ChannelSettings, ChannelType, Message, SendResult
 from deskbell.config.changes import summarize
 from deskbell.config.document import document_from_text
 from deskbell.delivery.circuits import Circuits
@@ -21,6 +22,7 @@ from deskbell.live import adopt_file
 from deskbell.settings import Settings
 from deskbell.wiring import Runtime, build_runtime
 from tests.conftest import running_app
+from tests.fakes import wait_until_async
 
 FIRST = """
 channels:
@@ -242,3 +244,62 @@ async def test_a_changed_channel_gets_a_new_breaker_and_an_unchanged_one_keeps_i
         circuits.room(b.channels(), {}, now)
         assert circuits.get("console") is console
         assert circuits.get("other") is not other
+
+
+class ClosableSettings(ChannelSettings):
+    type: Literal["closable"]
+
+
+class Closable:
+    """A channel holding something to close (as a client with its own pool would)."""
+
+    def __init__(self, name: str, settings: ClosableSettings, ctx: ChannelContext) -> None:
+        self.name = name
+        self.closed = False
+
+    async def send(self, message: Message) -> SendResult:
+        return SendResult.sent()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+CLOSABLE = ChannelType(name="closable", settings_model=ClosableSettings, factory=Closable)
+WITH_CLOSABLE = """
+channels:
+  held:
+    type: closable
+    timeout: 0.1
+routes:
+  - match: {topic: sales}
+    to: [held]
+default: reject
+"""
+
+
+async def test_a_replaced_channel_object_is_closed_once_no_send_can_use_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "deskbell.yaml"
+    path.write_text(WITH_CLOSABLE)
+    settings = Settings(database_url=database_url, config=path)
+    runtime = build_runtime(settings, extra_channel_types=[CLOSABLE], console=io.StringIO())
+    async with running_app(runtime, start_workers=False):
+        old = runtime.active.channels["held"][0]
+        assert isinstance(old, Closable)
+        await store_version(runtime, WITH_CLOSABLE.replace("0.1", "0.2"))
+        await runtime.live.sync()
+        assert runtime.active.channels["held"][0] is not old
+        assert not old.closed  # a send started before the switch may still use it
+        await wait_until_async(lambda: old.closed, what="the old object to be closed")
+
+
+async def test_without_a_file_or_any_version_the_demo_is_version_1(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./deskbell.yaml here
+    runtime = build_runtime(Settings(database_url=database_url), console=io.StringIO())
+    async with running_app(runtime, start_workers=False) as client:
+        [version] = await runtime.store.config.list()
+        assert (version.number, version.origin, version.author) == (1, "file", "built-in demo")
+        assert (await client.get("/readyz")).json()["config_version"] == 1
