@@ -128,6 +128,12 @@ async def test_cli_claim_and_resolve(
     assert out.count("\n") == 1  # one line, no traceback
     code, out = cli("claim", request_id, "--by", "Ana")
     assert code == 0, out  # the holder's repeat
+    code, out = cli("list", "--handoff", "claimed")
+    assert code == 0, out
+    assert request_id in out
+    assert out.rstrip().endswith("claimed by Ana"), out
+    code, out = cli("list", "--handoff", "waiting")
+    assert (code, out) == (0, "")
 
     code, out = cli("resolve", request_id, "--by", "Lead")
     assert (code, out.split(" at ")[0]) == (0, "resolved by Lead"), out

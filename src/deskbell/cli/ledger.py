@@ -34,6 +34,14 @@ class Status(StrEnum):
     DEAD = "dead"
 
 
+class HandoffName(StrEnum):
+    """The values of deskbell.models.HandoffState, without importing pydantic models."""
+
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    RESOLVED = "resolved"
+
+
 def with_db(action: Callable[[Database], Awaitable[T]]) -> T:
     """Run `action(db)` on the configured database; a SQLite file that is not there is an
     error, never created."""
@@ -56,19 +64,28 @@ def requests_list(
     topic: Annotated[str | None, typer.Option()] = None,
     status: Annotated[Status | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    handoff: Annotated[HandoffName | None, typer.Option(help="waiting, claimed, resolved")] = None,
 ) -> None:
-    """The newest requests, one line each."""
-    from deskbell.models import DeliveryStatus
+    """The newest requests, one line each (with the handoff state and who holds it)."""
+    from deskbell.models import DeliveryStatus, HandoffState
     from deskbell.storage.reads import RequestReads
 
     wanted = DeliveryStatus(status.value) if status else None
+    state = HandoffState(handoff.value) if handoff else None
     items, _ = with_db(
-        lambda db: RequestReads(db).list_requests(topic=topic, status=wanted, limit=limit)
+        lambda db: RequestReads(db).list_requests(
+            topic=topic, status=wanted, limit=limit, handoff=state
+        )
     )
     for item in items:
         states = ", ".join(f"{d.channel}={d.status.value}" for d in item.deliveries)
+        h = item.handoff
+        who = (
+            "" if h is None else f"  {h.state.value}{f' by {h.claimed_by}' if h.claimed_by else ''}"
+        )
         typer.echo(
             f"{item.id}  {item.created_at:%Y-%m-%d %H:%M:%S}  {item.payload.topic:<12} {states}"
+            f"{who}"
         )
 
 
