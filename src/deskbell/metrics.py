@@ -45,6 +45,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 
 WORKER_OPERATIONS = ("claim", "lease_renew", "release", "listen")
 BREAKER_CHANGES = ("opened", "reopened", "closed")
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# From accept to a person's claim (SPEC §9): seconds to a day.
+CLAIM_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 
 Backlog = Mapping[str, tuple[int, datetime]]
 """channel -> (unsettled deliveries, creation time of the oldest); `Store.backlog()`."""
@@ -120,9 +122,17 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.time_to_claim_seconds = Histogram(
+            "deskbell_time_to_claim_seconds",
+            "From a request's accept to a person claiming it (SPEC §9), by topic.",
+            ["topic"],
+            buckets=CLAIM_BUCKETS,
+            registry=r,
+        )
         for topic in (*sorted(self.topics), OTHER):
             for outcome in REQUEST_OUTCOMES:
                 self.requests.labels(topic, outcome)
+            self.time_to_claim_seconds.labels(topic)
         for channel in self.channels:
             for outcome in DELIVERY_OUTCOMES:
                 self.deliveries.labels(channel, outcome)
@@ -133,6 +143,13 @@ class Metrics:
                 self.breaker_changes.labels(channel, change)
         for operation in WORKER_OPERATIONS:
             self.worker_errors.labels(operation)
+        self.config_version = Gauge(
+            "deskbell_config_version",
+            "The stored config version this process runs (SPEC §8); 0 before it knows one. "
+            "With several processes, one series per live process (label pid).",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
 
     def tally(self, method: str, route: str) -> RouteTally:
         """A hot route's bulk counting (metrics_tally.py), flushed by `flush` and `render`."""
@@ -173,13 +190,38 @@ class Metrics:
         if outcome is not None:
             self.deliveries.labels(channel, outcome).inc()
 
+    def claimed(self, topic: str, seconds: float) -> None:
+        """A request claimed `seconds` after its accept (counted once, by the winner)."""
+        self.time_to_claim_seconds.labels(self.topic_label(topic)).observe(max(0.0, seconds))
+
+    def follow_config(self, topics: Iterable[str], channels: Iterable[str], version: int) -> None:
+        """A new config version is active in this process (live.py): topic labels follow it,
+        and the series of its new topics and channels exist from now on, as at start."""
+        self.config_version.set(version)
+        added_topics = set(topics) - self.topics
+        self.topics = frozenset(topics)
+        for topic in sorted(added_topics):
+            for outcome in REQUEST_OUTCOMES:
+                self.requests.labels(topic, outcome)
+        added = [name for name in channels if name not in self.channels]
+        self.channels = (*self.channels, *added)  # old names stay: their counts remain
+        for channel in added:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(channel, outcome)
+            self.attempt_seconds.labels(channel)
+            self.latency_seconds.labels(channel)
+            self.short_circuits.labels(channel)
+            for change in BREAKER_CHANGES:
+                self.breaker_changes.labels(channel, change)
+
     def worker_error(self, operation: str) -> None:
         """One of `WORKER_OPERATIONS`."""
         self.worker_errors.labels(operation).inc()
 
-    def render(self, backlog: Backlog, now: datetime) -> bytes:
+    def render(self, backlog: Backlog, now: datetime, *, unclaimed: int | None = None) -> bytes:
         """The text exposition: the instruments (this process's, or every process's in
-        multiprocess mode) and the backlog gauges from the snapshot the caller read."""
+        multiprocess mode) and the backlog gauges from the snapshot the caller read
+        (`unclaimed`: requests still `waiting`, read at scrape time; None: not shown)."""
         self.flush()
         if self.multiprocess_dir is not None:
             merged = CollectorRegistry()
@@ -189,7 +231,24 @@ class Metrics:
             own = generate_latest(self.registry)
         snapshot = CollectorRegistry()
         snapshot.register(_BacklogCollector(backlog, self.channels, now))
+        if unclaimed is not None:
+            snapshot.register(_UnclaimedCollector(unclaimed))
         return own + generate_latest(snapshot)
+
+
+class _UnclaimedCollector(Collector):
+    """`deskbell_requests_unclaimed`: a count read from the database at scrape time (the
+    handoff index), so it is right whichever process answers."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "deskbell_requests_unclaimed",
+            "Requests nobody has claimed yet (handoff state waiting).",
+            value=self.count,
+        )
 
 
 class _BacklogCollector(Collector):

@@ -129,6 +129,18 @@ class AssistanceRequestIn(BaseModel):
     metadata: Annotated[dict[MetadataKey, MetadataValue], AfterValidator(_bounded_metadata)] = (
         Field(default_factory=dict)
     )
+    # Where the bot hears about this request (SPEC §9; deskbell/callbacks.py says who may set
+    # it). Read at the HTTP edge and stored on its own column: `exclude` keeps it out of the
+    # stored payload, routing and what channels show.
+    callback_url: (
+        Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)] | None
+    ) = Field(
+        default=None,
+        exclude=True,
+        description="Where deskbell sends this request's events (signed Standard Webhooks);"
+        " only from a signed source with a callback_secret",
+        examples=["https://bot.example.com/deskbell/events"],
+    )
 
     @classmethod
     def from_stored(cls, data: Mapping[str, Any]) -> AssistanceRequestIn:
@@ -171,6 +183,9 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     RETRYING = "retrying"
     DEAD = "dead"
+    # An SLA escalation step (kind `escalation`) that a claim or resolve stopped before it
+    # was sent (SPEC §9): final, never claimed by a worker, not counted as open or dead.
+    CANCELLED = "cancelled"
 
 
 class Outcome(StrEnum):
@@ -198,6 +213,47 @@ class Delivery:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     fallback_of: str | None = None
+    kind: str | None = None  # None: a route's notification; `escalation` or `event`
+    step: int | None = None  # an escalation's SLA step, 1..n
+
+
+class HandoffState(StrEnum):
+    """Where a request is between its message and a person (SPEC §9): `waiting` until
+    someone claims it, then `claimed`, then `resolved` (also straight from `waiting`)."""
+
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    RESOLVED = "resolved"
+
+
+# How a claim or resolve came in (`requests.claimed_via`): the SPEC's four, and the CLI.
+HANDOFF_VIAS = frozenset({"slack", "email", "api", "ui", "cli"})
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One SLA step's delivery to one channel: due at `due_at`, sent at `sent_at`,
+    `cancelled` when the request was claimed first."""
+
+    step: int
+    channel: str
+    status: DeliveryStatus
+    due_at: datetime | None
+    sent_at: datetime | None
+    delivery_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """A request's handoff: who took it, when and through what, and its escalations."""
+
+    state: HandoffState = HandoffState.WAITING
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    via: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    escalations: tuple[Escalation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +262,7 @@ class StoredRequest:
     created_at: datetime
     payload: AssistanceRequestIn
     deliveries: list[Delivery] = field(default_factory=list)
+    handoff: Handoff | None = None  # read with the request by `RequestReads.get_request`
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +340,17 @@ class Scope(StrEnum):
     INGEST = "ingest"
     READ = "read"
     ADMIN = "admin"
+    # Claims and resolves requests (SPEC §9) and reads: a support person's key, which must
+    # not change config or retry deliveries.
+    AGENT = "agent"
 
     def grants(self) -> frozenset[Scope]:
-        """What holding this scope allows: `admin` implies `read` (SPEC §3)."""
+        """What holding this scope allows: `admin` implies `read` and `agent` (SPEC §3);
+        `agent` implies `read`."""
         if self is Scope.ADMIN:
-            return frozenset({Scope.ADMIN, Scope.READ})
+            return frozenset({Scope.ADMIN, Scope.READ, Scope.AGENT})
+        if self is Scope.AGENT:
+            return frozenset({Scope.AGENT, Scope.READ})
         return frozenset({self})
 
 

@@ -24,20 +24,39 @@ import structlog
 EventDict = MutableMapping[str, Any]
 
 
+class _Output:
+    """Where every LineWriter writes. Loggers are cached on first use, so a later
+    `configure_logging` (a test's CLI run with its own stream) changes this one object
+    instead of leaving cached loggers writing to a stream that may be closed."""
+
+    __slots__ = ("flush", "write")
+
+    def __init__(self) -> None:
+        self.point_at(sys.stderr)
+
+    def point_at(self, stream: IO[str]) -> None:
+        target = _byte_stream(stream)
+        self.write = target.write
+        self.flush = target.flush
+
+
 class LineWriter:
     """A structlog logger that writes each rendered line with one `write` (and flush), so lines
     of several threads never interleave and none waits in a buffer when the process dies."""
 
-    __slots__ = ("_flush", "_write", "name")
+    __slots__ = ("_out", "name")
 
-    def __init__(self, name: str, stream: IO[bytes] | _TextAsBytes) -> None:
+    def __init__(self, name: str, out: _Output) -> None:
         self.name = name
-        self._write = stream.write
-        self._flush = stream.flush
+        self._out = out
 
     def msg(self, line: bytes) -> None:
-        self._write(line + b"\n")
-        self._flush()
+        out = self._out
+        try:
+            out.write(line + b"\n")
+            out.flush()
+        except (OSError, ValueError):  # a closed or broken stderr: the work goes on unlogged,
+            pass  # as `logging` does it (it prints a complaint, to that same stream)
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
@@ -81,6 +100,9 @@ class _Timestamp:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         event["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
         return event
+
+
+_OUTPUT = _Output()  # process-wide, as the logging configuration itself is
 
 
 def _logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -142,10 +164,10 @@ def configure_logging(
         raise ValueError(f"unknown log level {level!r}: debug, info, warning, error or critical")
     ours, foreign_renderer = _renderers(fmt)
     timestamp = _Timestamp()
-    byte_stream = _byte_stream(out)
+    _OUTPUT.point_at(out)
 
     def factory(*args: Any) -> LineWriter:
-        return LineWriter(str(args[0]) if args else "", byte_stream)
+        return LineWriter(str(args[0]) if args else "", _OUTPUT)
 
     structlog.configure(
         processors=[

@@ -22,6 +22,7 @@ from deskbell.channels.kit.http import ChannelHTTPClient
 from deskbell.clock import Clock, SystemClock
 from deskbell.config.load import DEMO_CONFIG_YAML, parse_config
 from deskbell.config.schema import DeskbellConfig
+from deskbell.delivery.callbacks import callback_channel
 from deskbell.delivery.worker import WorkerPool
 from deskbell.errors import ConfigError
 from deskbell.live import ActiveConfig, LiveConfig, build_active, config_file
@@ -184,6 +185,7 @@ def build_runtime(
             metrics=runtime.metrics,
             tracing=runtime.tracing,
             claim_links=ClaimLinks.from_settings(settings, clock),  # None: no secret key
+            callbacks=callback_channel(db, http, clock, lambda: runtime.active.config.sources),
         )
     return runtime
 

@@ -50,6 +50,9 @@ def peers() -> Iterator[tuple[FakeSlack, Receiver]]:
         yield slack, bot
 
 
+READ_KEY = "e2e-callbacks-reader-key-0123456789abcdef"
+
+
 @pytest.fixture
 def server(tmp_path: Path, peers: tuple[FakeSlack, Receiver]) -> Iterator[Deskbell]:
     slack, bot = peers
@@ -69,6 +72,8 @@ def server(tmp_path: Path, peers: tuple[FakeSlack, Receiver]) -> Iterator[Deskbe
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(port),
         "DESKBELL_LOG_FORMAT": "json",
+        # a signing source turns auth on: reading the request back needs a key
+        "DESKBELL_API_KEYS": f"{READ_KEY}:read",
     }
     running = Deskbell(["serve"], env=env, workdir=tmp_path, port=port)
     try:
@@ -127,5 +132,7 @@ def test_a_slack_claim_reaches_the_bot_signed(
     assert claimed["state"] == "claimed"
     assert claimed["via"] == "slack"
     assert claimed["claimed_by"]
-    detail = server.client.get(f"/v1/assistance-requests/{request_id}").json()
+    detail = server.client.get(
+        f"/v1/assistance-requests/{request_id}", headers={"Authorization": f"Bearer {READ_KEY}"}
+    ).json()
     assert detail["handoff"]["state"] == "claimed"

@@ -14,7 +14,20 @@ from deskbell.api.auth import Authenticator, read_or_admin, require_scope
 from deskbell.api.docs import install_docs
 from deskbell.api.errors import install_error_handlers
 from deskbell.api.middleware import ObservabilityMiddleware, record_route
-from deskbell.api.routes import admin, channels, config, ingest, metrics, ops, requests
+from deskbell.api.routes import (
+    admin,
+    channels,
+    claim_page,
+    config,
+    config_edits,
+    ingest,
+    metrics,
+    ops,
+    requests,
+    slack,
+)
+from deskbell.api.routes import keys as api_keys
+from deskbell.api.routes import routing as routing_routes
 from deskbell.api.routes.ingest import PATH as INGEST_PATH
 from deskbell.api.routes.ingest import IngestEndpoint
 from deskbell.api.schemas import ErrorOut
@@ -67,6 +80,7 @@ def _head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
 def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.live.start()  # adopt the start-up file, then follow the active version
         if start_workers:
             runtime.start_workers()
         try:
@@ -94,6 +108,10 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware, runtime=runtime)  # request id, HTTP metrics
     app.include_router(ops.router, responses=_ERROR_RESPONSES)  # /healthz, /readyz: open
+    # Slack's signature, not a bearer credential, authenticates its clicks (routes/slack.py).
+    app.include_router(slack.router, responses=_ERROR_RESPONSES)
+    # An email's signed claim link is the credential of its page (routes/claim_page.py).
+    app.include_router(claim_page.router)
     if runtime.settings.metrics_open:
         app.include_router(metrics.router, responses=_ERROR_RESPONSES)
     else:
@@ -101,7 +119,13 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     # Every other router is included through `_protected`, so auth covers it from the start:
     # GET needs `read`, anything else `admin`, unless a guard says otherwise.
     _protected(app, ingest.router, require_scope("ingest"))
-    for module in (requests, admin, config, channels):
+    # Claim and resolve (SPEC §9): `agent`, which `admin` implies (routes/requests.py).
+    _protected(app, requests.handoff_router, require_scope("agent"))
+    _protected(app, api_keys.router, require_scope("admin"))  # GET too: keys are admin
+    # The dry run stores and sends nothing: `read` for its POST too. Before `config`, whose
+    # older GET /v1/topics it replaces.
+    _protected(app, routing_routes.router, require_scope("read"))
+    for module in (requests, admin, config, config_edits, channels):
         _protected(app, module.router)
     install_docs(app)
     _document_ingest_body(app)

@@ -12,10 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
-from deskbell.models import Customer, Delivery, DeliveryStatus, StoredRequest
+from deskbell.models import (
+    Customer,
+    Delivery,
+    DeliveryStatus,
+    Handoff,
+    HandoffState,
+    StoredRequest,
+)
 
 
 class DeliveryBrief(BaseModel):
@@ -41,6 +48,7 @@ class DeliveryOut(BaseModel):
     sent_at: datetime | None
     created_at: datetime
     fallback_of: str | None
+    kind: str | None = None  # null: a route's notification; `escalation`; `event`
 
 
 RequestStatus = Literal["pending", "sent", "dead"]
@@ -51,7 +59,9 @@ def overall_status(deliveries: list[Delivery]) -> RequestStatus:
     """`pending` while any delivery may still be sent; then `dead` if a dead delivery is not
     covered, else `sent`. A dead delivery is covered when its fallback delivery was sent: the
     request reached a person through the route's fallback, which is what a fallback is for.
-    (A fallback delivery has no fallback of its own, and a delivery at most one fallback.)"""
+    (A fallback delivery has no fallback of its own, and a delivery at most one fallback.)
+    Escalation steps and events (`kind`) do not count: the handoff shows those."""
+    deliveries = [d for d in deliveries if d.kind is None]
     if any(d.status in _OPEN for d in deliveries):
         return "pending"
     fallback = {d.fallback_of: d.status for d in deliveries if d.fallback_of is not None}
@@ -61,6 +71,29 @@ def overall_status(deliveries: list[Delivery]) -> RequestStatus:
     ):
         return "dead"
     return "sent"
+
+
+class EscalationOut(BaseModel):
+    """One SLA step's delivery to one channel (SPEC §9)."""
+
+    step: int
+    channel: str
+    status: DeliveryStatus
+    due_at: datetime | None
+    sent_at: datetime | None
+    delivery_id: str
+
+
+class HandoffOut(BaseModel):
+    """Who took the request, when and through what (`slack`, `email`, `api`, `ui`, `cli`)."""
+
+    state: HandoffState
+    claimed_by: str | None
+    claimed_at: datetime | None
+    via: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    escalations: list[EscalationOut]
 
 
 class RequestOut(BaseModel):
@@ -74,6 +107,7 @@ class RequestOut(BaseModel):
     language: str | None
     metadata: dict[str, Any]
     deliveries: list[DeliveryOut]
+    handoff: HandoffOut
 
 
 class RequestPage(BaseModel):
@@ -94,6 +128,31 @@ def delivery_data(d: Delivery) -> dict[str, Any]:
         "sent_at": d.sent_at,
         "created_at": d.created_at,
         "fallback_of": d.fallback_of,
+        "kind": d.kind,
+    }
+
+
+def handoff_data(h: Handoff | None) -> dict[str, Any]:
+    """A HandoffOut's fields (a request read without its handoff is `waiting`)."""
+    h = h or Handoff()
+    return {
+        "state": h.state,
+        "claimed_by": h.claimed_by,
+        "claimed_at": h.claimed_at,
+        "via": h.via,
+        "resolved_by": h.resolved_by,
+        "resolved_at": h.resolved_at,
+        "escalations": [
+            {
+                "step": e.step,
+                "channel": e.channel,
+                "status": e.status,
+                "due_at": e.due_at,
+                "sent_at": e.sent_at,
+                "delivery_id": e.delivery_id,
+            }
+            for e in h.escalations
+        ],
     }
 
 
@@ -115,6 +174,7 @@ def request_data(stored: StoredRequest) -> dict[str, Any]:
         "language": p.language,
         "metadata": p.metadata,
         "deliveries": [delivery_data(d) for d in stored.deliveries],
+        "handoff": handoff_data(stored.handoff),
     }
 
 
@@ -124,9 +184,36 @@ def render(data: Any, *, indent: int | None = None) -> bytes:
     return to_json(data, indent=indent, inf_nan_mode="null")
 
 
+class RouteOut(BaseModel):
+    """A route as the dry run and `GET /v1/topics` show it (`routing.explain.RouteView.data`):
+    its place in the config (`routes[index]`), its canonical `match` and `when`."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    index: int
+    match: dict[str, Any]
+    when: dict[str, str] | None
+    channels: list[str]
+    continue_: bool = Field(alias="continue")
+    fallback: str | None
+
+
+class TopicRouteOut(RouteOut):
+    condition: str | None = Field(
+        description="what a request of the topic must also match (`language=es`, a time "
+        "window); null: every request of the topic that gets this far"
+    )
+
+
 class TopicOut(BaseModel):
     topic: str
-    channels: list[str]
+    channels: list[str] = Field(description="what a request with only this topic gets now")
+    routes: list[TopicRouteOut] = Field(
+        default_factory=list, description="the routes its requests may take, in order"
+    )
+    reaches_default: bool = Field(
+        default=False, description="some requests of this topic match no route (the default)"
+    )
 
 
 class TopicsOut(BaseModel):

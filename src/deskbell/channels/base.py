@@ -43,6 +43,12 @@ class Message:
     request: AssistanceRequestIn
     accepted_at: datetime
     attempt: int = 1
+    # A signed link to claim the request (SPEC §9), for channels with `CLAIM_LINKS`; None
+    # without DESKBELL_SECRET_KEY. Templates see it as `claim_url`.
+    claim_url: str | None = None
+    # Set when this delivery is an SLA escalation step (SPEC §9): nobody has claimed the
+    # request in time. Templates see it as `escalation_step` (None otherwise).
+    escalation_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class ChannelSettings(BaseModel):
 
     # The templates this channel type renders (see channels/kit/render.py); a subclass sets it.
     TEMPLATES: ClassVar[Mapping[str, TemplateSpec]] = {}
+    # Whether this channel's messages carry an email-style claim link (`Message.claim_url`):
+    # a bearer link, so only where the recipients are the people who may claim.
+    CLAIM_LINKS: ClassVar[bool] = False
     # A minimal valid block of this type, `type:` included: what the registry test builds and
     # the contract test (tests/channels/contract.py) points at a local peer. A subclass sets it.
     EXAMPLE: ClassVar[Mapping[str, Any]] = {}

@@ -18,6 +18,7 @@ from deskbell import __version__
 from deskbell.cli.errors import fail, read_settings
 from deskbell.cli.keys import keys_app
 from deskbell.cli.ledger import requests_app, retry
+from deskbell.cli.routing import routes_app
 
 HELP = (
     "Receive chatbot hand-off requests, store them, and deliver them to Slack, email, "
@@ -39,6 +40,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(requests_app, name="requests")
 app.add_typer(channels_app, name="channels")
 app.add_typer(keys_app, name="apikey")
+app.add_typer(routes_app, name="routes")
 
 
 class Options:

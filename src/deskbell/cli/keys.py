@@ -36,6 +36,7 @@ class ScopeName(StrEnum):
     INGEST = "ingest"
     READ = "read"
     ADMIN = "admin"
+    AGENT = "agent"
 
 
 class InsecureBind(DeskbellError):
@@ -120,7 +121,13 @@ def _keys(action: Callable[[KeyStore], Awaitable[T]]) -> T:
 
 @keys_app.command("create")
 def create(
-    scope: Annotated[ScopeName, typer.Option(help="ingest, read or admin (admin implies read)")],
+    scope: Annotated[
+        ScopeName,
+        typer.Option(
+            help="ingest, read, agent (claim and resolve requests, and read) or admin "
+            "(implies read and agent)"
+        ),
+    ],
     name: Annotated[str | None, typer.Option(help="a label, unique; default key-<id>")] = None,
 ) -> None:
     """Create a key and print it once (stdout); only its hash is stored."""

@@ -15,11 +15,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from deskbell.channels.base import ChannelSettings, ChannelType
-from deskbell.config.matchers import check_routes, route_matchers
-from deskbell.config.schema import DeskbellConfig, RawConfig
+from deskbell.callbacks import config_problems as callback_problems
+from deskbell.channels.base import ChannelType
+from deskbell.config.matchers import check_routes, route_matchers, route_window
+from deskbell.config.schema import DeskbellConfig, RawConfig, RouteConfig, format_duration
 from deskbell.errors import ConfigError
-from deskbell.routing.router import Route, Router
+from deskbell.routing.router import EscalationStep, Route, Router
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -68,8 +69,21 @@ def _location(loc: tuple[int | str, ...], prefix: str = "") -> str:
     return out or "(top level)"
 
 
+def _problems(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    return [(_location(e["loc"], prefix), e["msg"]) for e in exc.errors()]
+
+
 def _explain(exc: ValidationError, prefix: str = "") -> str:
-    return "; ".join(f"{_location(e['loc'], prefix)}: {e['msg']}" for e in exc.errors())
+    return "; ".join(f"{key}: {why}" for key, why in _problems(exc, prefix))
+
+
+def read_yaml(text: str) -> Any:
+    """The YAML text as data (no `${VAR}` expanded yet)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        why = f"not valid YAML: {exc}"
+        raise ConfigError(why, [("(document)", why)]) from exc
 
 
 def parse_config(
@@ -82,26 +96,51 @@ def parse_config(
 
     `base_dir` is where relative paths in the document (template files) start; the config
     file's directory when it came from a file, else the working directory."""
-    try:
-        data = _expand_values(yaml.safe_load(text), os.environ if env is None else env)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}") from exc
+    return parse_document(read_yaml(text), registry, env, base_dir)
+
+
+def parse_document(
+    data: Any,
+    registry: Mapping[str, ChannelType],
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> DeskbellConfig:
+    """`parse_config` after the YAML: data as read (a file's YAML or an API's JSON), with
+    `${VAR}` not yet expanded. Raises ConfigError whose `problems` lists every (key, why)
+    found: each channel block, the cross-references and the matchers are all checked."""
     if not isinstance(data, dict):
-        raise ConfigError("the config must be a mapping with channels, routes and default")
+        why = "the config must be a mapping with channels, routes and default"
+        raise ConfigError(why, [("(document)", why)])
+    try:
+        data = _expand_values(data, os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), [("(environment)", str(exc))]) from exc
     try:
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from exc
-    channels = {
-        name: _channel(name, block, registry, base_dir) for name, block in raw.channels.items()
-    }
-    _cross_check(raw, channels)
-    routes, problems = check_routes(raw.routes)
+        raise ConfigError(_explain(exc), _problems(exc)) from exc
+    problems: list[tuple[str, str]] = []
+    channels = {}
+    for name, block in raw.channels.items():
+        try:
+            channels[name] = _channel(name, block, registry, base_dir)
+        except ConfigError as exc:
+            problems.extend(exc.problems or [(f"channels.{name}", str(exc))])
+    problems.extend(_cross_problems(raw, raw.channels))
+    problems.extend(callback_problems(raw.channels, raw.sources))  # reserved name, SSRF
+    routes, found = check_routes(raw.routes)
+    problems.extend(_split(problem) for problem in found)
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(problems=problems)
     return DeskbellConfig(
         channels=channels, routes=routes, default=raw.default, sources=raw.sources
     )
+
+
+def _split(problem: str) -> tuple[str, str]:
+    """("routes[0].match.x", "why") from "routes[0].match.x: why"."""
+    key, sep, why = problem.partition(": ")
+    return (key, why) if sep else ("(routes)", problem)
 
 
 def load_config(
@@ -121,31 +160,39 @@ def _channel(
     name: str, block: dict[str, Any], registry: Mapping[str, ChannelType], base_dir: Path | None
 ) -> Any:
     kind = block.get("type")
+    where = f"channels.{name}.type"
     if not isinstance(kind, str):
-        raise ConfigError(f"channels.{name}.type: required, one of {sorted(registry)}")
+        raise ConfigError(problems=[(where, f"required, one of {sorted(registry)}")])
     if kind not in registry:
-        raise ConfigError(
-            f"channels.{name}.type: unknown channel type {kind!r}; known: {sorted(registry)}"
-        )
+        why = f"unknown channel type {kind!r}; known: {sorted(registry)}"
+        raise ConfigError(problems=[(where, why)])
     try:
         return registry[kind].settings_model.model_validate(block, context={"config_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, f"channels.{name}")) from exc
+        where = f"channels.{name}"
+        raise ConfigError(_explain(exc, where), _problems(exc, where)) from exc
 
 
-def _cross_check(raw: RawConfig, channels: Mapping[str, ChannelSettings]) -> None:
+def _cross_problems(raw: RawConfig, channels: Mapping[str, object]) -> list[tuple[str, str]]:
+    """Every route, fallback and default naming a channel the document does not define."""
+    found: list[tuple[str, str]] = []
+
     def require(name: str, where: str) -> None:
         if name not in channels:
-            raise ConfigError(f"{where}: unknown channel {name!r}; defined: {sorted(channels)}")
+            found.append((where, f"unknown channel {name!r}; defined: {sorted(channels)}"))
 
     for index, route in enumerate(raw.routes):
         for position, channel in enumerate(route.to):
             require(channel, f"routes[{index}].to[{position}]")
         if route.fallback is not None:
             require(route.fallback, f"routes[{index}].fallback")
+        for step, (_after, to) in enumerate(route.escalation_steps()):
+            for channel in to:
+                require(channel, f"routes[{index}].escalate_to[{step}]")
     if isinstance(raw.default, list):
         for position, channel in enumerate(raw.default):
             require(channel, f"default[{position}]")
+    return found
 
 
 def build_router(config: DeskbellConfig) -> Router:
@@ -155,6 +202,8 @@ def build_router(config: DeskbellConfig) -> Router:
             to=tuple(r.to),
             continue_=r.continue_,
             fallback=r.fallback,
+            escalations=tuple(EscalationStep(a, tuple(to)) for a, to in r.escalation_steps()),
+            window=route_window(r, f"routes[{index}]"),
         )
         for index, r in enumerate(config.routes)
     ]
@@ -172,7 +221,12 @@ def routing_table(config: DeskbellConfig) -> list[tuple[str, str, str]]:
             n
             for n in (
                 "continue" if r.continue_ else "",
+                _when_note(r, f"routes[{index}]"),
                 f"fallback {r.fallback}" * bool(r.fallback),
+                *(
+                    f"escalate {format_duration(a)} to {'+'.join(to)}"
+                    for a, to in r.escalation_steps()
+                ),
             )
             if n
         )
@@ -180,3 +234,9 @@ def routing_table(config: DeskbellConfig) -> list[tuple[str, str, str]]:
     default = "reject" if config.default == "reject" else ", ".join(config.default)
     rows.append(("(no route matched)", default, "default"))
     return rows
+
+
+def _when_note(route: RouteConfig, where: str) -> str:
+    """`when mon-fri 09:00-18:00 Europe/Madrid` for a route with a time window, else ""."""
+    window = route_window(route, where)
+    return f"when {window.describe()}" if window is not None else ""

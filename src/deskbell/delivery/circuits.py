@@ -42,6 +42,10 @@ class Circuits:
     def __init__(self, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self._breakers: dict[str, Breaker] = {}
+        # The channel object each breaker was made for: a config change that replaces a
+        # channel's object (its settings changed, live.py) gives it a new breaker; an
+        # unchanged channel keeps its object, so its breaker goes on.
+        self._made_for: dict[str, Channel] = {}
 
     def get(self, channel: str) -> Breaker | None:
         return self._breakers.get(channel)
@@ -54,12 +58,13 @@ class Circuits:
     ) -> dict[str, int]:
         """Per channel, how many of its deliveries a claim may take now."""
         room = {}
-        for name, (_, settings) in channels.items():
+        for name, (channel, settings) in channels.items():
             breaker = self._breakers.get(name)
-            if breaker is None:
+            if breaker is None or self._made_for.get(name) is not channel:
                 limits = settings.breaker
                 breaker = Breaker(failures=limits.failures, cool_down=limits.cool_down)
                 self._breakers[name] = breaker
+                self._made_for[name] = channel
                 if self.metrics is not None:
                     self.metrics.breaker(name, False)  # the series exists from the start
             room[name] = breaker.allowance(now, settings.max_concurrency, running.get(name, 0))

@@ -28,7 +28,15 @@ class ResultSink(Protocol):
     async def record_attempt(self, claimed: Claimed, result: AttemptResult) -> bool: ...
 
 
-def message_for(claimed: Claimed) -> Message:
+class ClaimLinker(Protocol):
+    """Makes a delivery's signed claim link (api/claim_links.py `ClaimLinks`, built by
+    wiring.py when DESKBELL_SECRET_KEY is set)."""
+
+    def url(self, request_id: str, delivery_id: str) -> str: ...
+
+
+def message_for(claimed: Claimed, claim_links: ClaimLinker | None = None) -> Message:
+    """The channel's input; with `claim_links`, it carries the delivery's claim link."""
     d = claimed.delivery
     return Message(
         delivery_id=d.id,
@@ -37,6 +45,8 @@ def message_for(claimed: Claimed) -> Message:
         request=claimed.request,
         accepted_at=claimed.accepted_at,
         attempt=d.attempts,
+        claim_url=claim_links.url(d.request_id, d.id) if claim_links is not None else None,
+        escalation_step=d.step if d.kind == "escalation" else None,
     )
 
 
@@ -68,6 +78,7 @@ async def dispatch(
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
     on_sent: Callable[[SendResult], None] | None = None,
+    claim_links: ClaimLinker | None = None,
 ) -> AttemptResult | None:
     """Run one attempt and record it. Returns what was recorded, or None if the lease was lost.
 
@@ -88,7 +99,7 @@ async def dispatch(
         structlog.contextvars.bound_contextvars(http_request_id=claimed.trace.http_request_id),
         (tracing or Tracing.off()).attempt_span(claimed.trace.traceparent, span_attributes) as span,
     ):
-        recorded, kept = await _attempt(claimed, channels, store, clock, on_sent)
+        recorded, kept = await _attempt(claimed, channels, store, clock, on_sent, claim_links)
         if span is not None:
             span.set_attribute("deskbell.outcome", recorded.outcome.value)
             span.set_attribute("deskbell.status", recorded.status.value)
@@ -109,6 +120,7 @@ async def _attempt(
     store: ResultSink,
     clock: Clock,
     on_sent: Callable[[SendResult], None] | None = None,
+    claim_links: ClaimLinker | None = None,
 ) -> tuple[AttemptResult, bool]:
     started = clock.now()
     entry = channels.get(claimed.delivery.channel)
@@ -117,7 +129,8 @@ async def _attempt(
             f"channel {claimed.delivery.channel!r} is not in the active config"
         )
     else:
-        result = await send_once(entry[0], entry[1], message_for(claimed))
+        links = claim_links if entry[1].CLAIM_LINKS else None  # email: its recipients claim
+        result = await send_once(entry[0], entry[1], message_for(claimed, links))
     finished = clock.now()
     if on_sent is not None:
         on_sent(result)

@@ -38,23 +38,28 @@ async def listen_for_due_work(
     *,
     streaks: FailureStreaks | None = None,
     first_backoff: float = 0.5,
+    channel: str = NOTIFY_CHANNEL,
+    operation: str = "listen",
 ) -> None:
+    """LISTEN on `channel` (default: due work) and call `wake` for each NOTIFY and after each
+    (re)connect; `operation` names the log lines and the failure streak (live.py listens on
+    `deskbell_config` as `config_listen`)."""
     streaks = streaks or FailureStreaks()
     backoff = first_backoff
     interrupted = False  # listened before, or failed to: the next success is a reconnect
     while not stopping.is_set():
         lost = asyncio.Event()
         try:
-            conn = await _listening(url, wake, lost)
+            conn = await _listening(url, wake, lost, channel)
         except Exception as exc:  # any failure: polling covers for it, and we try again
-            streaks.failed("listen", exc, retry_in=backoff)
+            streaks.failed(operation, exc, retry_in=backoff)
             interrupted = True
         else:
             backoff = first_backoff
             if interrupted:
-                log.info("listen_reconnected")
-            streaks.succeeded("listen")
-            await _listen_until_lost(conn, wake, stopping, lost)
+                log.info(f"{operation}_reconnected")
+            streaks.succeeded(operation)
+            await _listen_until_lost(conn, wake, stopping, lost, operation)
             if stopping.is_set():
                 return
             interrupted = True
@@ -62,12 +67,14 @@ async def listen_for_due_work(
         backoff = min(backoff * 2, MAX_BACKOFF)
 
 
-async def _listening(url: str, wake: Callable[[], None], lost: asyncio.Event) -> Any:
-    """A connection LISTENing for due work; `lost` is set when it closes."""
+async def _listening(
+    url: str, wake: Callable[[], None], lost: asyncio.Event, channel: str = NOTIFY_CHANNEL
+) -> Any:
+    """A connection LISTENing on `channel`; `lost` is set when it closes."""
     conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
         conn.add_termination_listener(lambda *_: lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
+        await conn.add_listener(channel, lambda *_: wake())
     except BaseException:
         conn.terminate()
         raise
@@ -75,14 +82,18 @@ async def _listening(url: str, wake: Callable[[], None], lost: asyncio.Event) ->
 
 
 async def _listen_until_lost(
-    conn: Any, wake: Callable[[], None], stopping: asyncio.Event, lost: asyncio.Event
+    conn: Any,
+    wake: Callable[[], None],
+    stopping: asyncio.Event,
+    lost: asyncio.Event,
+    operation: str = "listen",
 ) -> None:
     try:
         wake()  # anything committed while we were not listening
         if not conn.is_closed():
             await first_completed(stopping.wait(), lost.wait())
         if not stopping.is_set():
-            log.warning("listen_lost", reason="connection closed")
+            log.warning(f"{operation}_lost", reason="connection closed")
     finally:
         if not conn.is_closed():
             await conn.close(timeout=5)

@@ -34,10 +34,11 @@ import structlog
 import uuid_utils
 
 from deskbell.aio import first_completed
+from deskbell.callbacks import CALLBACK_CHANNEL
 from deskbell.channels.base import Channel, ChannelSettings, SendResult
 from deskbell.clock import Clock
 from deskbell.delivery.circuits import Circuits
-from deskbell.delivery.dispatch import dispatch
+from deskbell.delivery.dispatch import ClaimLinker, dispatch
 from deskbell.delivery.notify import listen_for_due_work
 from deskbell.delivery.recorder import AttemptRecorder, Handover
 from deskbell.delivery.streaks import FailureStreaks, describe
@@ -72,9 +73,15 @@ class WorkerPool:
         owner: str | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        callbacks: tuple[Channel, ChannelSettings] | None = None,
+        claim_links: ClaimLinker | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
+        # The sender of the bot's events (delivery/callbacks.py), for deliveries on the
+        # reserved channel `callback`; None: they go dead as "not in the active config".
+        self.callbacks = callbacks
+        self.claim_links = claim_links  # emails' claim links (SPEC §9); None: no secret key
         self.clock = clock
         self.concurrency = concurrency
         self.lease = lease
@@ -141,7 +148,7 @@ class WorkerPool:
                     self.clock.now(),
                     lease=self.lease,
                     limit=free,
-                    room=self.circuits.room(self.channels(), self._running, self.clock.now()),
+                    room=self._room(),
                 )
             except Exception as exc:
                 self.streaks.failed("claim", exc)
@@ -158,6 +165,15 @@ class WorkerPool:
             backlog = len(claimed) == free  # as many as we asked for: there is likely more
             if not backlog:
                 await self._idle()
+
+    def _room(self) -> dict[str, int]:
+        """Per channel, how many a claim may take: the breakers' room, and the events' own
+        slots (no breaker: one bot's failures must not pause another's events)."""
+        room = self.circuits.room(self.channels(), self._running, self.clock.now())
+        if self.callbacks is not None:
+            limit = self.callbacks[1].max_concurrency
+            room[CALLBACK_CHANNEL] = max(0, limit - self._running[CALLBACK_CHANNEL])
+        return room
 
     async def _give_back(self, claimed: list[Claimed]) -> int:
         """Deliveries held but not to be sent go back, due now, the attempt not counted; if
@@ -223,6 +239,8 @@ class WorkerPool:
                 self.circuits.abandoned(channel)
 
         channels = self.channels()
+        if channel == CALLBACK_CHANNEL and self.callbacks is not None:
+            channels = {**channels, CALLBACK_CHANNEL: self.callbacks}
         entry = channels.get(channel)
         if stand_in is not None and entry is not None:
             channels = {**channels, channel: (stand_in, entry[1])}
@@ -253,6 +271,7 @@ class WorkerPool:
                 metrics=None if failing_fast else self.metrics,
                 tracing=self.tracing,
                 on_sent=sent,
+                claim_links=self.claim_links,
             )
             if failing_fast and recorded is not None and self.metrics is not None:
                 self.metrics.short_circuit(claimed.delivery.channel, recorded.status)

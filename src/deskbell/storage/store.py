@@ -5,7 +5,9 @@
 - `reads` (`storage/reads.py`): requests and deliveries read back;
 - `queue` (`storage/queue.py`): claim, lease renewal, give-back and replay of deliveries;
 - `attempts` (`storage/attempts.py`): attempt results, a batch per transaction;
-- `keys` (`storage/keys.py`): API keys.
+- `keys` (`storage/keys.py`): API keys;
+- `handoff` (`storage/handoff.py`): claim and resolve (SPEC §9), the unclaimed count;
+- `config` (`storage/config_versions.py`): the routing config's versions (SPEC §8).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from deskbell.storage.attempts import Attempts
+from deskbell.storage.config_versions import ConfigVersions
 from deskbell.storage.engine import Database
+from deskbell.storage.handoff import Handoffs
 from deskbell.storage.ingest import Ingest
 from deskbell.storage.keys import KeyStore
 from deskbell.storage.queue import DeliveryQueue
@@ -34,6 +38,8 @@ class Storage:
     queue: DeliveryQueue
     attempts: Attempts
     keys: KeyStore
+    handoff: Handoffs
+    config: ConfigVersions
 
     @classmethod
     def open(
@@ -51,6 +57,8 @@ class Storage:
             DeliveryQueue(db),
             Attempts(db),
             KeyStore(db),
+            Handoffs(db),
+            ConfigVersions(db, now),
         )
 
     async def aclose(self) -> None:

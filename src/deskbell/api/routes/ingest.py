@@ -35,6 +35,7 @@ from deskbell.api.incoming import IngestRequest
 from deskbell.api.limits import read_body
 from deskbell.api.middleware import HEADER, request_id_from
 from deskbell.api.schemas import Accepted, ErrorOut
+from deskbell.callbacks import CallbackRefused, callback_for
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn, Receipt, RequestTrace
 from deskbell.models import Scope as KeyScope
@@ -119,7 +120,10 @@ class IngestEndpoint:
         payload = parse(body)
         request.topic = payload.topic
         targets = route(runtime, payload)
-        receipt, created = await store(runtime, payload, targets, key, body, trace)
+        source, callback_url = callback(runtime, principal, payload)
+        receipt, created = await store(
+            runtime, payload, targets, key, body, trace, source=source, callback_url=callback_url
+        )
         if created:
             runtime.wake_workers()
             if _INFO.isEnabledFor(logging.INFO):  # skips structlog's work when dropped
@@ -199,7 +203,7 @@ def parse(body: bytes) -> AssistanceRequestIn:
 def route(runtime: Runtime, payload: AssistanceRequestIn) -> list[Target]:
     """Where the active config sends it; 422 `unknown_topic` (with the known ones) if nowhere."""
     router_ = runtime.active.router
-    targets = router_.targets(payload)
+    targets = router_.targets(payload, runtime.clock.now)  # read only for a windowed route
     if not targets:
         raise ApiError(
             422,
@@ -210,6 +214,28 @@ def route(runtime: Runtime, payload: AssistanceRequestIn) -> list[Target]:
     return targets
 
 
+def callback(
+    runtime: Runtime, principal: Principal, payload: AssistanceRequestIn
+) -> tuple[str | None, str | None]:
+    """(source, callback URL) stored with the request (deskbell/callbacks.py): a signed
+    request's source, and where its events go; 403 when this caller may not name a
+    `callback_url`, 422 when the guard refuses it."""
+    source = principal.name if principal.kind == "webhook" else None
+    if source is None and payload.callback_url is None:
+        return None, None  # the common case: an API key, no callback
+    try:
+        return callback_for(runtime.active.config, source, payload.callback_url)
+    except CallbackRefused as exc:
+        if exc.status == 403:
+            raise ApiError(403, exc.code, exc.message) from exc
+        raise ApiError(
+            422,
+            "validation_failed",
+            "invalid assistance request",
+            [{"loc": ["body", "callback_url"], "msg": exc.message, "type": exc.code}],
+        ) from exc
+
+
 async def store(
     runtime: Runtime,
     payload: AssistanceRequestIn,
@@ -217,13 +243,18 @@ async def store(
     key: str | None,
     body: bytes,
     trace: RequestTrace,
+    *,
+    source: str | None = None,
+    callback_url: str | None = None,
 ) -> tuple[Receipt, bool]:
     """Commit it; (receipt, created). With a key, the body is compared by its canonical JSON
     (api/idempotency.py): 409 for a reused key with another body. 503 when the database
     fails or does not confirm the write within `ingest_timeout`."""
     try:
         if key is None:  # the group commit bounds its own waits
-            return await runtime.accept(payload, targets, trace=trace)
+            return await runtime.accept(
+                payload, targets, trace=trace, source=source, callback_url=callback_url
+            )
         return await runtime.ingest.deadline.run(
             runtime.accept(
                 payload,
@@ -231,6 +262,8 @@ async def store(
                 idempotency_key=key,
                 body_hash=body_digest(body),
                 trace=trace,
+                source=source,
+                callback_url=callback_url,
             )
         )
     except IngestTimeout as exc:
@@ -270,6 +303,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": why}
     for status, why in {
         400: "body is not JSON",
+        403: "the caller may not ingest, or may not name a `callback_url` (only a signed"
+        " source with a `callback_secret` may)",
         409: "Idempotency-Key reused by the same caller with a different body",
         413: "body too large",
         415: "not a JSON content type",

@@ -31,5 +31,10 @@ async def metrics(runtime: RuntimeDep) -> Response:
         backlog = await runtime.store.queue.backlog()
     except (OperationalError, DBAPIError, OSError) as exc:
         log.warning("metrics_backlog_failed", error=str(exc))
-    body = runtime.metrics.render(backlog, runtime.clock.now())
+    unclaimed: int | None = None  # deskbell_requests_unclaimed: one count through an index
+    try:
+        unclaimed = await runtime.store.handoff.unclaimed()
+    except (OperationalError, DBAPIError, OSError) as exc:
+        log.warning("metrics_unclaimed_failed", error=str(exc))
+    body = runtime.metrics.render(backlog, runtime.clock.now(), unclaimed=unclaimed)
     return Response(body, media_type=CONTENT_TYPE)

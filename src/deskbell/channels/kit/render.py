@@ -193,7 +193,7 @@ def render(
     """
     template, origin, filename = _resolve(name, specs, overrides or {})
     try:
-        return template.render(template_context(message))
+        return template.render({**template_context(message), "claim_url": message.claim_url})
     except Exception as exc:  # any error inside a template is the template's problem
         raise _problem(name, origin, exc, filename) from None
 

@@ -136,6 +136,7 @@ def template_context(message: Message) -> dict[str, Any]:
         "channel": message.channel,
         "attempt": message.attempt,
         "accepted_at": message.accepted_at.isoformat(timespec="seconds"),
+        "escalation_step": message.escalation_step,  # an unclaimed request's SLA step, or None
     }
 
 
