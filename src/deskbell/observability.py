@@ -138,7 +138,7 @@ def _renderers(
     if fmt == "json":
         return (
             [structlog.processors.JSONRenderer(serializer=_orjson_dumps)],
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_orjson_text),
         )
     return [_console_line], structlog.dev.ConsoleRenderer(colors=False)
 
@@ -151,6 +151,11 @@ def _orjson_dumps(value: Any, **_: Any) -> bytes:
         return orjson.dumps(value, default=str)
     except orjson.JSONEncodeError:
         return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace")
+
+
+def _orjson_text(value: Any, **_: Any) -> str:
+    """The same compact JSON for other libraries' lines (their formatter wants text)."""
+    return _orjson_dumps(value).decode("utf-8", "replace")
 
 
 def configure_logging(

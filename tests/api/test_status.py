@@ -120,13 +120,14 @@ async def test_list_bad_query_is_422_json(
 
 async def test_topics(client: httpx.AsyncClient) -> None:
     body = (await client.get("/v1/topics")).json()
-    assert body == {
-        "topics": [
-            {"topic": "pricing", "channels": ["console"]},
-            {"topic": "sales", "channels": ["console"]},
-        ],
-        "default": "reject",
-    }
+    assert body["default"] == "reject"
+    assert [(t["topic"], t["channels"]) for t in body["topics"]] == [
+        ("pricing", ["console"]),
+        ("sales", ["console"]),
+    ]
+    for topic in body["topics"]:  # one route, matching on the topic alone
+        assert [r["condition"] for r in topic["routes"]] == [None]
+        assert topic["reaches_default"] is False
 
 
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:

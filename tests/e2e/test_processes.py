@@ -184,7 +184,7 @@ async def test_two_processes_store_and_deliver_each_request_once(
     output = server.output()
     assert code == 0
     assert not any(alive(pid) for pid in children)
-    assert output.count('"event": "worker_stopped"') == 2  # each child stopped its workers
+    assert output.count('"event":"worker_stopped"') == 2  # each child stopped its workers
     assert not directory.exists()  # the run's metrics directory is removed at exit
     assert "database is locked" not in output
 
@@ -258,7 +258,7 @@ def test_children_stop_when_the_parent_is_killed(
         server.stop()
         for pid in filter(alive, children):  # only if the test failed: leave nothing behind
             os.kill(pid, signal.SIGKILL)
-    assert server.output().count('"event": "worker_stopped"') == 2  # they stopped gracefully
+    assert server.output().count('"event":"worker_stopped"') == 2  # they stopped gracefully
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{server.url}/healthz", timeout=2)  # nobody holds the port any more
 
@@ -301,6 +301,6 @@ def test_a_process_that_cannot_start_stops_the_server(
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "missing")
     code, output = run_to_exit(["serve", "--processes", "2"], env=env, workdir=tmp_path, timeout=90)
     assert code == 2, output
-    assert '"event": "server_process_failed"' in output
+    assert '"event":"server_process_failed"' in output
     assert "could not start" in output
-    assert 1 <= output.count('"event": "server_process_failed"') <= 2  # not respawned
+    assert 1 <= output.count('"event":"server_process_failed"') <= 2  # not respawned

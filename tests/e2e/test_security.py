@@ -60,11 +60,11 @@ def test_refuses_a_public_host_without_credentials(tmp_path: Path) -> None:
 def test_insecure_allows_it_and_loopback_logs_auth_off(tmp_path: Path) -> None:
     running, _ = serve(tmp_path, "--host", "0.0.0.0", "--insecure")
     output = running.stop()
-    assert '"event": "auth_off_insecure"' in output
+    assert '"event":"auth_off_insecure"' in output
     running, _ = serve(tmp_path)
     assert running.client.get("/v1/topics").status_code == 200  # open on loopback
     output = running.stop()
-    assert '"event": "auth_off"' in output
+    assert '"event":"auth_off"' in output
     assert "authentication is OFF; listening on 127.0.0.1 only" in output
 
 
@@ -256,4 +256,4 @@ def test_authenticated_run_leaks_no_secret(
     for where, text in (("logs", output), ("GET /v1/config", shown.text)):
         for secret in secrets:
             assert secret not in text, f"a secret appears in the {where}"
-    assert '"event": "auth_on"' in output
+    assert '"event":"auth_on"' in output

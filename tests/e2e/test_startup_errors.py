@@ -155,6 +155,6 @@ def test_worker_logs_config_warnings_at_start(tmp_path: Path) -> None:
         worker.wait_ready()
     finally:
         output = worker.stop()
-    assert '"event": "config_warning"' in output
+    assert '"event":"config_warning"' in output
     assert "channels.hook.url: the host 127.0.0.1 is a loopback address" in output
     assert "s3cret" not in output

@@ -49,8 +49,10 @@ async def test_migrations_match_the_tables_and_0004_reverts(database_url: str) -
         assert await schema_diff(db) == []
         await downgrade(db, "0003")
         assert {d[1].name for d in await schema_diff(db) if d[0] == "add_index"} == {
-            "ix_deliveries_status_request_id",
-            "ix_requests_topic_id",
+            "ix_deliveries_status_request_id",  # 0004
+            "ix_requests_topic_id",  # 0004
+            "ix_config_versions_active",  # 0006
+            "ix_requests_handoff_state_id",  # 0007
         }
         await upgrade(db)
         assert await schema_diff(db) == []

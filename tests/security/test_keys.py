@@ -83,7 +83,8 @@ async def test_last_used_is_written_at_most_once_a_minute(database_url: str) -> 
         await db.dispose()
 
 
-def test_admin_implies_read_only() -> None:
-    assert Scope.ADMIN.grants() == {Scope.ADMIN, Scope.READ}
+def test_admin_implies_read_and_agent_only() -> None:
+    assert Scope.ADMIN.grants() == {Scope.ADMIN, Scope.READ, Scope.AGENT}
+    assert Scope.AGENT.grants() == {Scope.AGENT, Scope.READ}
     assert Scope.READ.grants() == {Scope.READ}
     assert Scope.INGEST.grants() == {Scope.INGEST}

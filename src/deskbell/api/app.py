@@ -142,6 +142,10 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorOut, "description": "rate limit; see Retry-After"},
     503: {"model": ErrorOut, "description": "database unavailable"},
 }
+_UNREADABLE = {
+    "description": "the body cannot be read",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+}
 
 
 def _protected(app: FastAPI, router: APIRouter, guard: Any = read_or_admin) -> None:
@@ -149,7 +153,9 @@ def _protected(app: FastAPI, router: APIRouter, guard: Any = read_or_admin) -> N
 
 
 def _document_ingest_body(app: FastAPI) -> None:
-    """The ingest route reads its body by hand; put its model into the OpenAPI components."""
+    """The ingest route reads its body by hand; put its model into the OpenAPI components.
+    And FastAPI answers 400 for a body it cannot even decode (before validation's 422): every
+    operation that takes a body says so, so the schema lists every answer it can give."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -160,6 +166,10 @@ def _document_ingest_body(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(body.pop("$defs", {}))
         components["AssistanceRequestIn"] = body
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    operation["responses"].setdefault("400", _UNREADABLE)
         app.openapi_schema = schema
         return schema
 

@@ -32,6 +32,7 @@ class Status(StrEnum):
     SENT = "sent"
     RETRYING = "retrying"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 class HandoffName(StrEnum):

@@ -51,6 +51,11 @@ router = APIRouter(tags=["config"])
 MAX_CONFIG_BYTES = 1024 * 1024
 INVALID_RESPONSE = {"model": ErrorOut, "description": "invalid_config: each key and why in details"}
 STALE_RESPONSE = {"model": ErrorOut, "description": "stale_version: another version is active"}
+# What `read_document` may answer, for every route that takes a config document.
+DOCUMENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "a bad If-Match, or a body that is not UTF-8"},
+    415: {"model": ErrorOut, "description": "the body is neither YAML nor JSON"},
+}
 IfMatch = Annotated[
     str | None,
     Header(description='the version this write replaces: `"3"` (or `3`); `0`: none yet'),
@@ -291,7 +296,12 @@ async def get_config(runtime: RuntimeDep, response: Response) -> ConfigOut:
     response_model=WriteOut,
     status_code=201,
     summary="Replace the whole config: a new version, active at once",
-    responses={200: {"model": WriteOut}, 412: STALE_RESPONSE, 422: INVALID_RESPONSE},
+    responses={
+        **DOCUMENT_RESPONSES,
+        200: {"model": WriteOut},
+        412: STALE_RESPONSE,
+        422: INVALID_RESPONSE,
+    },
 )
 async def put_config(
     request: Request, runtime: RuntimeDep, principal: PrincipalDep, if_match: IfMatch = None
@@ -307,7 +317,7 @@ async def put_config(
     "/v1/config/validate",
     response_model=ValidOut,
     summary="Check a config without storing it",
-    responses={422: INVALID_RESPONSE},
+    responses={**DOCUMENT_RESPONSES, 422: INVALID_RESPONSE},
 )
 async def validate_config(request: Request, runtime: RuntimeDep) -> ValidOut:
     document = await read_document(request)
@@ -357,6 +367,7 @@ async def get_version(number: VersionNumber, runtime: RuntimeDep) -> VersionOut:
     summary="Roll back: a new version with version n's document",
     responses={
         200: {"model": WriteOut},
+        400: {"model": ErrorOut, "description": "a bad If-Match"},
         404: {"model": ErrorOut},
         412: STALE_RESPONSE,
         422: INVALID_RESPONSE,

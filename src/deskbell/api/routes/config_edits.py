@@ -26,6 +26,7 @@ from deskbell.api.auth import PrincipalDep
 from deskbell.api.deps import RuntimeDep
 from deskbell.api.errors import ApiError
 from deskbell.api.routes.config import (
+    DOCUMENT_RESPONSES,
     INVALID_RESPONSE,
     STALE_RESPONSE,
     ConfigWriter,
@@ -43,6 +44,7 @@ ChannelName = Annotated[str, Path(min_length=1, max_length=128)]
 TopicName = Annotated[str, Path(min_length=1, max_length=64)]
 _TOPIC = re.compile(r"[a-z0-9_.-]{1,64}")
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    **DOCUMENT_RESPONSES,
     200: {"model": WriteOut},
     404: {"model": ErrorOut},
     409: {"model": ErrorOut},
