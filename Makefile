@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint fmt install install-dev clean bench image-test
+.PHONY: run test lint fmt install install-dev clean bench image-test chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ fmt: $(DEV_STAMP)
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-test: lint
+# The dashboard's browser tests drive Debian's Chromium (never a downloaded browser).
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+test: lint chromium
 	$(BIN)/pytest
 
 # Build and run the container image for real (needs root for podman; ~3 min the first time).
