@@ -143,6 +143,32 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file")]) -> N
     typer.echo(f"templates: {checked} rendered against the full and minimal sample requests")
 
 
+@config_app.command("push")
+def config_push(file: Annotated[Path, typer.Argument(help="config file")]) -> None:
+    """Store FILE as the active config version (as `PUT /v1/config` does): every running
+    node switches to it within seconds, no restart. Nothing is stored if it is invalid."""
+    from deskbell.channels import build_registry
+    from deskbell.cli.ledger import with_db
+    from deskbell.errors import DeskbellError
+    from deskbell.live import reload_file
+    from deskbell.storage.config_versions import ConfigVersions
+    from deskbell.storage.engine import Database
+
+    settings = read_settings().model_copy(update={"config": file})  # counts as given
+
+    async def push(db: Database) -> int | None:
+        stored = await reload_file(ConfigVersions(db), settings, build_registry())
+        return stored.number if stored is not None else None
+
+    try:
+        number = with_db(push)
+    except DeskbellError as exc:
+        fail(str(exc), code=1)
+    if number is None:
+        fail("the config was not stored (several writers at once): try again")
+    typer.echo(f"{file}: active as config version {number}; running nodes follow within 5 s")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (also done at every start)."""

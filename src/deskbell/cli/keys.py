@@ -53,15 +53,17 @@ def is_loopback(host: str) -> bool:
 
 
 async def credentials_configured(settings: Settings, config: DeskbellConfig) -> bool:
-    """Any key or webhook secret, from the environment, the config or the database."""
+    """Any key, webhook secret or OIDC issuer, from the environment, the config or the
+    database."""
     from deskbell.api.auth import parse_env_keys
+    from deskbell.api.oidc import oidc_settings
     from deskbell.api.webhooks import parse_secrets
     from deskbell.storage.engine import connect
     from deskbell.storage.keys import KeyStore
 
     env_keys = parse_env_keys(settings.api_keys.get_secret_value())
     env_secrets = parse_secrets(settings.webhook_secrets.get_secret_value())
-    if env_keys or env_secrets or config.sources:
+    if env_keys or env_secrets or config.sources or oidc_settings(settings) is not None:
         return True
     db = connect(settings.database_url)
     try:

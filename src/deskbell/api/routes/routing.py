@@ -13,14 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import yaml
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbell.api.deps import IsoTime, RuntimeDep
 from deskbell.api.errors import ApiError, validation_details
 from deskbell.api.schemas import ErrorOut, RouteOut, TopicOut, TopicsOut
-from deskbell.config.load import build_router, parse_config
+from deskbell.config.document import build_config, document_from_text
+from deskbell.config.load import build_router
 from deskbell.errors import ConfigError
 from deskbell.models import AssistanceRequestIn
 from deskbell.routing.explain import explain, topic_views
@@ -105,9 +105,14 @@ def _request(fields: dict[str, Any]) -> AssistanceRequestIn:
 
 def _given_router(runtime: Runtime, document: str | dict[str, Any] | None) -> Router:
     """The router of a config sent with the dry run; 422 `invalid_config` naming each key."""
-    text = document if isinstance(document, str) else yaml.safe_dump(document)
     try:
-        return build_router(parse_config(text, runtime.registry))
+        data = (
+            document_from_text(document, "application/yaml")
+            if isinstance(document, str)
+            else document
+        )
+        config = build_config(data or {}, runtime.registry, secret_key=runtime.settings.secret_key)
+        return build_router(config)
     except ConfigError as exc:
         problems = getattr(exc, "problems", None) or []
         details = [{"key": key, "why": why} for key, why in problems] or None
