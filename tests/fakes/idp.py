@@ -27,13 +27,14 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from tests.fakes.served import ServedInThread
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
@@ -81,7 +82,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class FakeIdP:
+class FakeIdP(ServedInThread):
     def __init__(self, audience: str = "deskbell-api", realm: str = "/realm") -> None:
         self.audience = audience
         self.realm = realm
@@ -92,38 +93,9 @@ class FakeIdP:
         self._lock = threading.Lock()
         self._keys: dict[str, PrivateKey] = {}
         self._published: list[str] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- server -------------------------------------------------------------------------
-    def start(self) -> FakeIdP:
-        self._server = _Server(("127.0.0.1", self.port), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> FakeIdP:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _bind(self) -> _Server:
+        return _Server(("127.0.0.1", self.port), self)
 
     @property
     def issuer(self) -> str:

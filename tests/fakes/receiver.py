@@ -24,10 +24,10 @@ import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from tests.fakes import DEFAULT_TIMEOUT, wait_until, wait_until_async
+from tests.fakes.served import ServedInThread
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class Receiver:
+class Receiver(ServedInThread):
     def __init__(self, host: str = "127.0.0.1", path: str = "/hook") -> None:
         self.host = host
         self.path = path
@@ -87,37 +87,9 @@ class Receiver:
         self._lock = threading.Lock()
         self._status, self._body, self._retry_after = 200, "ok", None
         self._requests: list[Received] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> Receiver:
-        self._server = _Server((self.host, 0), self)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def __enter__(self) -> Receiver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _bind(self) -> _Server:
+        return _Server((self.host, 0), self)
 
     @property
     def url(self) -> str:

@@ -53,10 +53,10 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from tests.fakes import DEFAULT_TIMEOUT, wait_until, wait_until_async
+from tests.fakes.served import ServedInThread
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 API_PATH = "/api/chat.postMessage"
@@ -265,7 +265,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class FakeSlack:
+class FakeSlack(ServedInThread):
     def __init__(self, path: str = DEFAULT_PATH, host: str = "127.0.0.1", port: int = 0) -> None:
         self.path = path
         self.delay = 0.0
@@ -280,38 +280,17 @@ class FakeSlack:
         self._requests: list[RecordedRequest] = []
         self._updates: list[dict[str, Any]] = []
         self._responses: list[dict[str, Any]] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+
+    def _bind(self) -> _Server:
+        return _Server(self._address, self)
 
     def start(self) -> FakeSlack:
         self._stopping.clear()
-        self._server = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._stopping.set()  # wakes any handler waiting out a configured delay
+        super().stop()
 
     @property
     def base_url(self) -> str:
