@@ -1,0 +1,1 @@
+"""The dashboard at /ui (SPEC §10): server-rendered pages, htmx vendored in static/."""
