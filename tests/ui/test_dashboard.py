@@ -144,11 +144,14 @@ def test_login_refuses_a_wrong_key(browser: Any, server: Deskbell) -> None:
 def test_security_headers(server: Deskbell) -> None:
     response = httpx.get(f"{server.url}/ui/login")
     csp = response.headers["content-security-policy"]
-    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "same-origin"
     cookie = response.headers["set-cookie"].lower()
-    assert "httponly" in cookie and "samesite=lax" in cookie and "max-age=" in cookie
+    assert "httponly" in cookie
+    assert "samesite=lax" in cookie
+    assert "max-age=" in cookie
 
 
 def test_a_request_appears_without_reload_and_its_text_is_escaped(
@@ -309,4 +312,3 @@ def test_every_control_has_a_label(admin: Any, server: Deskbell) -> None:
                  .filter(e => !e.labels || e.labels.length === 0).map(e => e.name)"""
         )
         assert unlabeled == [], f"{path}: {unlabeled}"
-
