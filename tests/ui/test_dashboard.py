@@ -251,7 +251,7 @@ def test_config_edit_validate_activate_roll_back(admin: Any, server: Deskbell) -
     expect(admin.get_by_label("Diff")).to_contain_text("+    topic: refunds")
 
 
-def test_create_and_revoke_a_key(admin: Any, server: Deskbell) -> None:
+def test_create_and_revoke_a_key(browser: Any, admin: Any, server: Deskbell) -> None:
     admin.goto(f"{server.url}/ui/keys")
     admin.get_by_label("Name").fill("ui-made")
     admin.get_by_label("Scope").select_option("read")
@@ -261,12 +261,16 @@ def test_create_and_revoke_a_key(admin: Any, server: Deskbell) -> None:
     ok = httpx.get(f"{server.url}/v1/channels", headers={"authorization": f"Bearer {key}"})
     assert ok.status_code == 200
     shoot(admin, "keys")
+    holder = logged_in(browser, server, key)  # a session made with the new key
     admin.get_by_role("button", name="Revoke key ui-made").click()
     row = admin.locator("tr", has_text="ui-made")
     expect(row).to_contain_text("revoked")
     expect(admin.get_by_label("New key")).to_have_count(0)  # shown once only
     gone = httpx.get(f"{server.url}/v1/channels", headers={"authorization": f"Bearer {key}"})
     assert gone.status_code == 401
+    holder.goto(f"{server.url}/ui/requests")  # its session ended with the key
+    expect(holder).to_have_url(f"{server.url}/ui/login")
+    holder.context.close()
 
 
 def test_read_only_key_cannot_retry(browser: Any, server: Deskbell, receiver: Receiver) -> None:

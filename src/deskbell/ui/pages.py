@@ -96,8 +96,20 @@ async def caller(request: Request) -> Caller:
     authenticator: Authenticator = get_authenticator(request)
     found = ui_state(request).sessions.read(request)
     auth_on = await authenticator.auth_required()
+    if found is not None and found.kind == "key" and not await _key_still_active(request, found):
+        found = Session(found.csrf)  # the key was revoked: logged out from the next page on
     session = found or Sessions.fresh()
     return Caller(session, found is None, auth_on)
+
+
+async def _key_still_active(request: Request, session: Session) -> bool:
+    """A stored key's session ends with the key: revoking it logs its sessions out (keys from
+    DESKBELL_API_KEYS last as long as the process's setting)."""
+    authenticator = get_authenticator(request)
+    if any(k.name == session.name for k in authenticator.env_keys):
+        return True
+    keys = await runtime_of(request).store.keys.list()
+    return any(k.name == session.name and k.active for k in keys)
 
 
 def page(
