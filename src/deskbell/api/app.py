@@ -20,6 +20,7 @@ from deskbell.api.routes import (
     claim_page,
     config,
     config_edits,
+    deliveries,
     ingest,
     metrics,
     ops,
@@ -32,6 +33,7 @@ from deskbell.api.routes.ingest import PATH as INGEST_PATH
 from deskbell.api.routes.ingest import IngestEndpoint
 from deskbell.api.schemas import ErrorOut
 from deskbell.models import AssistanceRequestIn
+from deskbell.ui.app import install_ui
 from deskbell.wiring import Runtime
 
 
@@ -127,8 +129,10 @@ def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
     _protected(app, routing_routes.router, require_scope("read"))
     for module in (requests, admin, config, config_edits, channels):
         _protected(app, module.router)
+    _protected(app, deliveries.router)  # GET /v1/deliveries, POST /v1/deliveries/retry
     install_docs(app)
     _document_ingest_body(app)
+    install_ui(app, runtime)  # /ui: the dashboard, its own session auth (deskbell/ui/)
     return app
 
 

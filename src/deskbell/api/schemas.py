@@ -38,6 +38,16 @@ class Accepted(BaseModel):
     deliveries: list[DeliveryBrief]
 
 
+class AttemptOut(BaseModel):
+    """One attempt of a delivery (`GET /v1/assistance-requests/{id}` only)."""
+
+    number: int
+    started_at: datetime
+    duration_ms: float
+    outcome: str
+    error: str | None
+
+
 class DeliveryOut(BaseModel):
     id: str
     channel: str
@@ -108,6 +118,17 @@ class RequestOut(BaseModel):
     metadata: dict[str, Any]
     deliveries: list[DeliveryOut]
     handoff: HandoffOut
+
+
+class DeliveryDetailOut(DeliveryOut):
+    attempt_history: list[AttemptOut] = Field(description="every attempt, oldest first")
+
+
+class RequestDetailOut(RequestOut):
+    """One request as `GET /v1/assistance-requests/{id}` answers it: a list item plus every
+    delivery's attempts (SPEC §2)."""
+
+    deliveries: list[DeliveryDetailOut]  # type: ignore[assignment]
 
 
 class RequestPage(BaseModel):

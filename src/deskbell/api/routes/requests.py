@@ -25,7 +25,7 @@ from deskbell.api.errors import ApiError
 from deskbell.api.schemas import (
     ErrorOut,
     HandoffOut,
-    RequestOut,
+    RequestDetailOut,
     RequestPage,
     handoff_data,
     render,
@@ -33,6 +33,7 @@ from deskbell.api.schemas import (
 )
 from deskbell.errors import NotFound
 from deskbell.models import TOPIC_PATTERN, DeliveryStatus, HandoffState
+from deskbell.storage.ledger import DeliveryLedger
 from deskbell.storage.reads import InvalidCursor
 
 router = APIRouter(tags=["requests"])
@@ -63,14 +64,28 @@ def _json(data: Any) -> Response:
 
 @router.get(
     "/v1/assistance-requests/{request_id}",
-    response_model=RequestOut,
+    response_model=RequestDetailOut,
     responses={404: {"model": ErrorOut}},
 )
 async def get_request(request_id: RequestId, runtime: RuntimeDep) -> Response:
     stored = await runtime.store.reads.get_request(request_id)
     if stored is None:
         raise ApiError(404, "not_found", f"no assistance request {request_id}")
-    return _json(request_data(stored))
+    data = request_data(stored)
+    history: dict[str, list[dict[str, Any]]] = {}
+    for row in await DeliveryLedger(runtime.db).attempts_of(stored.id):
+        history.setdefault(row.delivery_id, []).append(
+            {
+                "number": row.number,
+                "started_at": row.started_at,
+                "duration_ms": row.duration_ms,
+                "outcome": row.outcome,
+                "error": row.error,
+            }
+        )
+    for delivery in data["deliveries"]:
+        delivery["attempt_history"] = history.get(delivery["id"], [])
+    return _json(data)
 
 
 @router.get(
