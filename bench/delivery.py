@@ -12,7 +12,11 @@ For each setup (`sqlite`: one `deskbell serve` process that also delivers; `sqli
   has already arrived.
 
     .venv/bin/python bench/delivery.py [--requests 3000] [--rate 200] [--seconds 10]
-        [--setups sqlite,sqlite1,pg1,pg3]
+        [--setups sqlite,sqlite1,pg1,pg3] [--channel webhook|slack] [--log-level info]
+        [--workers 16]
+Defaults are a user's: info-level logs, 16 sends per worker. Each setup also measures the
+floor (aiohttp posting like bodies, 16 in flight, one process) right after its own run, and
+reports deliveries per worker process as a ratio of it.
 Needs PostgreSQL at DESKBELL_BENCH_POSTGRES_URL (default: the local test server); the
 receiver (bench/receiver.py) stands in for Slack and answers at once.
 """
@@ -115,6 +119,47 @@ async def drain_rate(store: RequestReads, total: int, t0: float) -> tuple[float,
     return (total - first_count) / (end - first_at), first_at - t0
 
 
+# The channel under test, as a config block (`--channel`); the receiver answers both.
+CHANNELS = {
+    "slack": "    type: slack\n    webhook_url: http://127.0.0.1:{port}/hook\n",
+    "webhook": (
+        "    type: webhook\n    url: http://127.0.0.1:{port}/hook\n"
+        "    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n    allow_private_networks: true\n"
+    ),
+}
+FLOOR_BODY = orjson.dumps(
+    {
+        "type": "assistance_request.accepted",
+        "timestamp": "2026-12-02T00:00:00+00:00",
+        "data": {
+            "request_id": "01a234ff-0341-768f-be72-3b664fa14086",
+            "delivery_id": "01a234ff-0341-768f-be72-3b67b71def8e",
+            "channel": "sales",
+            "accepted_at": "2026-12-02T00:00:00+00:00",
+            "attempt": 1,
+            "request": {"topic": "sales", "description": "floor-000000"},
+        },
+    }
+)
+
+
+async def post_floor(port: int, channel: str, n: int = 3000, in_flight: int = 16) -> float:
+    """Posts per second of the HTTP client library alone (aiohttp), `in_flight` at a time,
+    bodies like a delivery's, to the same receiver: what one core can post at best."""
+    headers = {"Content-Type": "application/json", "webhook-id": "x", "webhook-timestamp": "1"}
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one() -> None:
+            async with gate, client.post("/hook", data=FLOOR_BODY, headers=headers) as r:
+                await r.read()
+
+        await asyncio.gather(*(one() for _ in range(200)))  # warm-up: connections open
+        t0 = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.monotonic() - t0)
+
+
 def percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -140,17 +185,17 @@ async def run_setup(
     recv_port, api_port = free_port(), free_port()
     config = tmp / "bench.yaml"
     config.write_text(
-        "channels:\n  sales-slack:\n    type: slack\n"
-        f"    webhook_url: http://127.0.0.1:{recv_port}/hook\n    max_concurrency: 64\n"
-        "routes:\n  - match: {topic: sales}\n    to: [sales-slack]\n"
+        "channels:\n  sales:\n"
+        + CHANNELS[args.channel].format(port=recv_port)
+        + "    max_concurrency: 64\nroutes:\n  - match: {topic: sales}\n    to: [sales]\n"
     )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DESKBELL_")},
         "DESKBELL_DATABASE_URL": db_url,
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(api_port),
-        "DESKBELL_LOG_LEVEL": "warning",
-        "DESKBELL_WORKERS": "64",
+        "DESKBELL_LOG_LEVEL": args.log_level,
+        "DESKBELL_WORKERS": str(args.workers),
     }
     deskbell = [sys.executable, "-m", "deskbell"]
     receiver = Proc(
@@ -186,6 +231,7 @@ async def run_setup(
             stored = await store.get_request(request_id)
             if stored is not None and mark in arrivals:
                 latencies.append((arrivals[mark] - stored.created_at.timestamp()) * 1000)
+        floor = await post_floor(recv_port, args.channel)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -194,8 +240,14 @@ async def run_setup(
             await drop_postgres(pg_name)
     return {
         "engine": engine,
+        "channel": args.channel,
+        "log_level": args.log_level,
         "worker_processes": workers,
         "deliveries_per_second": round(throughput, 1),
+        # the floor: aiohttp (what channels post with) posting a like body, 16 in flight,
+        # from this one process, measured right after; per worker process, as a ratio
+        "floor_posts_per_second": round(floor, 1),
+        "x_floor_per_worker": round(throughput / max(1, workers) / floor, 3),
         "seconds_to_first_delivery": round(startup, 2),
         "latency_rate_per_second": args.rate,
         # what the server accepted: below the asked rate, the API (not delivery) was the limit
@@ -217,6 +269,9 @@ async def main() -> None:
         default=",".join(SETUPS),
         help=f"comma-separated subset of {','.join(SETUPS)}",
     )
+    parser.add_argument("--channel", choices=sorted(CHANNELS), default="webhook")
+    parser.add_argument("--log-level", default="info", help="DESKBELL_LOG_LEVEL (default: info)")
+    parser.add_argument("--workers", type=int, default=16, help="DESKBELL_WORKERS per process")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this directory")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.setups.split(",") if name.strip()]

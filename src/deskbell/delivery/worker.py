@@ -5,8 +5,8 @@ channel's `max_concurrency` (minus what it already runs), so a hanging or failin
 cannot hold every slot. A channel whose breaker is open is still claimed, but its attempts
 fail fast unsent (`circuits.py`), so its deliveries go dead on their own retry policy's
 schedule. It sleeps until the earliest retry is due, a poll interval passes, or it is woken:
-by `wake()` after an ingest in the same process, by a finished attempt, or by PostgreSQL
-NOTIFY from another node.
+by `wake()` after an ingest in the same process, by a finished attempt, by PostgreSQL
+NOTIFY from another node, or on SQLite by another process's commit (`watch.py`).
 
 An attempt's slot frees up as soon as its send is over; the attempt itself lasts until its
 result is committed, which the pool's `AttemptRecorder` does for all the results that
@@ -42,8 +42,10 @@ from deskbell.delivery.dispatch import ClaimLinker, dispatch
 from deskbell.delivery.notify import listen_for_due_work
 from deskbell.delivery.recorder import AttemptRecorder, Handover
 from deskbell.delivery.streaks import FailureStreaks, describe
+from deskbell.delivery.watch import watch_commits
 from deskbell.metrics import Metrics
 from deskbell.models import Claimed
+from deskbell.storage.sqlite_ingest import sqlite_file
 from deskbell.storage.store import Storage
 from deskbell.tracing import Tracing
 
@@ -119,6 +121,12 @@ class WorkerPool:
                         self.store.db.url, self.wake, self._stopping, streaks=self.streaks
                     ),
                     name="deskbell-listen",
+                )
+            )
+        elif (path := sqlite_file(self.store.db.url)) is not None:
+            helpers.append(
+                asyncio.create_task(
+                    watch_commits(path, self.wake, streaks=self.streaks), name="deskbell-watch"
                 )
             )
         try:
