@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import time
 import uuid
@@ -31,6 +32,17 @@ from tests.fakes.smtp import FakeSMTP
 
 POSTGRES_URL = os.environ.get("DESKBELL_TEST_POSTGRES_URL")
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """A CLI command run in-process (Typer's runner) points the root logger at the runner's
+    stream, which closes after it: put the handlers back, so later lines have somewhere to go."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @asynccontextmanager
