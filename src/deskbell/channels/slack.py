@@ -56,6 +56,7 @@ from deskbell.channels.base import (
     http_timeout,
 )
 from deskbell.channels.kit import render as templates
+from deskbell.channels.kit.http import post
 from deskbell.channels.kit.mrkdwn import (
     WORD_JOINER,
     escape_fitted,
@@ -273,8 +274,12 @@ class SlackChannel:
         assert settings.webhook_url is not None  # the settings model guarantees one transport
         url = settings.webhook_url.get_secret_value()
         try:
-            response = await self._ctx.http.post(
-                url, content=body, headers=JSON_HEADERS, timeout=http_timeout(settings)
+            response = await post(
+                self._ctx.http,
+                url,
+                content=body,
+                headers=JSON_HEADERS,
+                timeouts=http_timeout(settings),
             )
         except httpx.HTTPError as exc:
             return _scrubbed(classify_http_error(exc), url)
