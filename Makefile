@@ -51,7 +51,8 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21 --rounds-only --log-level warning
-	$(BIN)/python bench/delivery.py --requests 8000 --rate 500 --seconds 6
+	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --channel webhook
+	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --channel slack
 	$(BIN)/python bench/growth.py
 
 clean:
