@@ -97,7 +97,9 @@ def parse_env_keys(text: str) -> list[EnvKey]:
         key, _, scope = item.rpartition(":")
         where = f"DESKBELL_API_KEYS item {position + 1}"
         if scope not in {s.value for s in Scope}:
-            raise ConfigError(f"{where}: must be key:scope with scope ingest, read or admin")
+            raise ConfigError(
+                f"{where}: must be key:scope with scope one of {', '.join(s.value for s in Scope)}"
+            )
         if looks_like_jwt(key):
             raise ConfigError(f"{where}: a key must not have the shape of a JWT (eyJ...)")
         if len(key) < MIN_KEY_CHARS or len(key) > MAX_AUTHORIZATION_CHARS - 7:

@@ -38,7 +38,9 @@ class NewKeyIn(BaseModel):
         pattern=r"^[^\x00-\x1f\x7f]+$",
         description="a unique label, e.g. the bot that will use the key",
     )
-    scope: Scope = Field(description="ingest, read or admin (admin implies read)")
+    scope: Scope = Field(
+        description="ingest, read, agent or admin (admin implies read and agent; agent, read)"
+    )
 
 
 class KeyOut(BaseModel):
