@@ -8,9 +8,11 @@ at a user's defaults: info logs, 16 sends per worker process. Nothing is pinned 
    all, one wrk per API port, run at once) for --seconds: accepted req/s (2xx), wrk's p99
    (the worst of the wrks'), deliveries sent per second over the same window, and the drain
    rate: deliveries per second from wrk's start until every accepted request is sent;
-   meanwhile, every 0.5 s: CPU time of each process (API, workers, receiver, wrk, all
-   `postgres` processes, this script) from /proc, the machine's idle share from /proc/stat,
-   and the bench database's backends in pg_stat_activity by state and wait event;
+   meanwhile, every 0.5 s: CPU time of each process (API, workers, receiver, this script,
+   the `postgres` processes but other databases' backends; wrk's from its rusage) from /proc,
+   the machine's idle share from /proc/stat, the busiest processes that are none of these
+   (the machine may be shared), and the bench database's backends in pg_stat_activity by
+   state and wait event;
 2. latency at a steady --rate (spread over the API ports) for --seconds: accept (the
    request's created_at) to the receiver getting it, p50 and p99, as bench/delivery.py;
 3. loss: every request the database holds has a `sent` delivery, and it holds every one
@@ -83,7 +85,9 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-def run_wrk(port: int, seconds: float, connections: int, script: Path) -> dict[str, Any]:
+def run_wrk(
+    port: int, seconds: float, connections: int, script: Path, pids: set[int]
+) -> dict[str, Any]:
     """One wrk run, parsed, plus its CPU time (from wait4's rusage: exact, where sampling
     /proc would miss what it used after the last sample before it exited)."""
     wrk = subprocess.Popen(
@@ -92,6 +96,7 @@ def run_wrk(port: int, seconds: float, connections: int, script: Path) -> dict[s
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert wrk.stdout is not None
+    pids.add(wrk.pid)
     out = wrk.stdout.read()
     _, status, usage = os.wait4(wrk.pid, 0)
     wrk.returncode = os.waitstatus_to_exitcode(status)
@@ -101,26 +106,19 @@ def run_wrk(port: int, seconds: float, connections: int, script: Path) -> dict[s
     return {**parse_wrk(out), "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
-def proc_ticks(pid: int) -> int | None:
-    """utime + stime of the process `pid` (all its threads), or None once it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def postgres_pids() -> list[int]:
-    pids = []
+def processes() -> dict[int, tuple[str, int]]:
+    """{pid: (comm, utime + stime of all its threads)} of every process running."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
+                stat = (entry / "stat").read_text()
+            except OSError:  # it ended
                 continue
-    return pids
+            fields = stat[stat.rindex(")") + 2 :].split()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            found[int(entry.name)] = (comm, int(fields[11]) + int(fields[12]))
+    return found
 
 
 def machine_ticks() -> tuple[int, int, int]:
@@ -139,31 +137,39 @@ class Sampler:
         self.last: dict[int, int] = {}
         self.used: Counter[int] = Counter()  # ticks per pid over the phase
         self.pg_used = 0
+        self.other: Counter[str] = Counter()  # ticks of any other process, by name[pid]
+        self.foreign: set[int] = set()  # backends of other databases (other work on the server)
+        self.skip: set[int] = set()  # counted apart (wrk: from its rusage)
         self.waits: Counter[str] = Counter()
         self.samples = 0
         self.stop = asyncio.Event()
 
     def _cpu(self, first: bool) -> None:
-        pg = set(postgres_pids())
-        for pid in [*(p for pids in self.groups.values() for p in pids), *pg]:
-            ticks = proc_ticks(pid)
-            if ticks is None:
-                continue
+        mine = {p for pids in self.groups.values() for p in pids}
+        for pid, (comm, ticks) in processes().items():
             # a process first seen after the start began during the phase: all its time counts
-            before = self.last.get(pid, ticks if first else 0)
+            used = ticks - self.last.get(pid, ticks if first else 0)
             self.last[pid] = ticks
-            if pid in pg:
-                self.pg_used += ticks - before
+            if pid in self.skip:
+                continue
+            if pid in mine:
+                self.used[pid] += used
+            elif comm == "postgres" and pid in self.foreign:
+                self.other["postgres (other databases)"] += used
+            elif comm == "postgres":
+                self.pg_used += used
             else:
-                self.used[pid] += ticks - before
+                self.other[f"{comm}[{pid}]"] += used
 
     async def _waits(self, admin: Any) -> None:
         rows = await admin.fetch(
-            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()",
-            self.db_name,
+            "SELECT pid, datname, state, wait_event_type, wait_event FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid()"
         )
+        self.foreign = {r["pid"] for r in rows if r["datname"] not in (None, self.db_name)}
         for row in rows:
+            if row["datname"] != self.db_name:
+                continue
             if row["state"] != "active":
                 self.waits[row["state"] or "unknown"] += 1
             elif row["wait_event_type"]:
@@ -171,7 +177,9 @@ class Sampler:
             else:
                 self.waits["active:running"] += 1
 
-    def begin(self) -> None:
+    async def begin(self, admin: Any) -> None:
+        await self._waits(admin)
+        self.waits.clear()
         self._cpu(first=True)
         self.t0, self.m0 = time.monotonic(), machine_ticks()
 
@@ -209,6 +217,8 @@ class Sampler:
             # the machine's busy time less every process above: whatever else ran
             "busy_pct_of_a_core": round((1 - idle) * (os.cpu_count() or 1) * 100, 1),
             "machine_steal_pct": round((self.m1[2] - self.m0[2]) / total * 100, 1),
+            # the busiest processes that are not this benchmark's (other work on the machine)
+            "others_pct_of_a_core": {k: pct(v) for k, v in self.other.most_common(3) if v},
             "pg_samples": self.samples,
             "pg_backends": dict(self.waits.most_common()),
         }
@@ -360,12 +370,12 @@ async def run_topology(
             },
             pg_name,
         )
-        sampler.begin()
+        await sampler.begin(admin)
         sampling = asyncio.create_task(sampler.run(admin))
         t0 = time.monotonic()
         results = await asyncio.gather(
             *(
-                asyncio.to_thread(run_wrk, port, args.seconds, c, script)
+                asyncio.to_thread(run_wrk, port, args.seconds, c, script, sampler.skip)
                 for port, c in zip(ports, split, strict=True)
             )
         )
