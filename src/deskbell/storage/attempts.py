@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.models import AttemptResult, Claimed, Delivery, DeliveryStatus
-from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.engine import Database, notify_due_in
 from deskbell.storage.events import Settled, delivery_events
 from deskbell.storage.rows import NewRows
 from deskbell.storage.tables import attempts, deliveries
@@ -49,6 +48,9 @@ _RECORD = (
         updated_at=sa.bindparam("r_updated", type_=deliveries.c.updated_at.type),
     )
 )
+
+
+_ATTEMPT = attempts.insert()
 
 
 def _settled(claimed: Claimed, result: AttemptResult, row: Any) -> Settled:
@@ -80,46 +82,55 @@ class Attempts:
         all or nothing: if it raises, nothing of it was written."""
         if not items:
             return []
-        ids = [claimed.delivery.id for claimed, _ in items]
-        async with self.db.writer.begin() as conn:
-            held = sa.select(
-                deliveries.c.id,
-                deliveries.c.lease_owner,
-                deliveries.c.status,
-                deliveries.c.attempts,
-                deliveries.c.fallback_channel,
-                deliveries.c.kind,
-                deliveries.c.step,
-            ).where(deliveries.c.id.in_(ids))
-            if conn.dialect.name == "postgresql":
-                # Lock in id order, so two transactions over overlapping rows cannot deadlock.
-                held = held.order_by(deliveries.c.id).with_for_update()
-            rows = {row.id: row for row in await conn.execute(held)}
-            kept: list[bool] = []
-            written: list[tuple[Claimed, AttemptResult, str | None]] = []
-            settled: list[Settled] = []
-            for claimed, result in items:
-                row = rows.pop(claimed.delivery.id, None)  # pop: a repeated id counts once
-                ok = row is not None and _held(claimed, row)
-                kept.append(ok)
-                if row is not None and ok:
-                    written.append((claimed, result, row.fallback_channel))
-                    settled.append(_settled(claimed, result, row))
-            if written:
-                await _write(conn, written, self.rows)
-                # The bot's events (storage/events.py) in the same transaction: a result is
-                # never committed without the event it raises, nor an event without it.
-                await delivery_events(conn, settled)
-        return kept
+        return await self.db.transact(_record, items, self.rows)
 
 
-async def _write(
-    conn: AsyncConnection,
+# The batch's locking read, built once (PostgreSQL locks in id order, so two transactions
+# over overlapping rows cannot deadlock).
+_HELD = sa.select(
+    deliveries.c.id,
+    deliveries.c.lease_owner,
+    deliveries.c.status,
+    deliveries.c.attempts,
+    deliveries.c.fallback_channel,
+    deliveries.c.kind,
+    deliveries.c.step,
+).where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True, type_=deliveries.c.id.type)))
+_HELD_LOCKED = _HELD.order_by(deliveries.c.id).with_for_update()
+
+
+def _record(
+    conn: sa.Connection, items: Sequence[tuple[Claimed, AttemptResult]], new_rows: NewRows
+) -> list[bool]:
+    """`Attempts.record_attempts`'s transaction (`Database.transact`)."""
+    held = _HELD_LOCKED if conn.dialect.name == "postgresql" else _HELD
+    found = conn.execute(held, {"ids": [claimed.delivery.id for claimed, _ in items]})
+    rows = {row.id: row for row in found}
+    kept: list[bool] = []
+    written: list[tuple[Claimed, AttemptResult, str | None]] = []
+    settled: list[Settled] = []
+    for claimed, result in items:
+        row = rows.pop(claimed.delivery.id, None)  # pop: a repeated id counts once
+        ok = row is not None and _held(claimed, row)
+        kept.append(ok)
+        if row is not None and ok:
+            written.append((claimed, result, row.fallback_channel))
+            settled.append(_settled(claimed, result, row))
+    if written:
+        _write(conn, written, new_rows)
+        # The bot's events (storage/events.py) in the same transaction: a result is never
+        # committed without the event it raises, nor an event without it.
+        delivery_events(conn, settled)
+    return kept
+
+
+def _write(
+    conn: sa.Connection,
     written: Sequence[tuple[Claimed, AttemptResult, str | None]],
     rows: NewRows,
 ) -> None:
     """The held results of a batch: one executemany per statement."""
-    await conn.execute(
+    conn.execute(
         _RECORD,
         [
             {
@@ -135,8 +146,8 @@ async def _write(
             for claimed, result, _ in written
         ],
     )
-    await conn.execute(
-        attempts.insert(),
+    conn.execute(
+        _ATTEMPT,
         [
             {
                 "delivery_id": claimed.delivery.id,
@@ -157,23 +168,23 @@ async def _write(
     ]
     if not dying:
         return
-    covered = await _with_fallback(conn, [claimed.delivery for claimed, _, _ in dying])
+    covered = _with_fallback(conn, [claimed.delivery for claimed, _, _ in dying])
     fallbacks = [
         (claimed.delivery.request_id, fallback, claimed.delivery.id, result.finished_at)
         for claimed, result, fallback in dying
         if claimed.delivery.id not in covered
     ]
     if fallbacks:
-        await rows.insert_fallbacks(conn, fallbacks)
-        await notify_due(conn)
+        rows.insert_fallbacks(conn, fallbacks)
+        notify_due_in(conn)
 
 
-async def _with_fallback(conn: AsyncConnection, dying: Sequence[Delivery]) -> set[str]:
+def _with_fallback(conn: sa.Connection, dying: Sequence[Delivery]) -> set[str]:
     """Which of these deliveries already have their fallback delivery: a replayed delivery
     that goes dead again must not send its fallback a second time. At most one fallback
     delivery per delivery, whatever became of it (a dead one can be replayed itself). Found
     through the requests' deliveries (indexed by request), not a scan of `fallback_of`."""
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(deliveries.c.fallback_of).where(
             deliveries.c.request_id.in_({d.request_id for d in dying}),
             deliveries.c.fallback_of.in_([d.id for d in dying]),

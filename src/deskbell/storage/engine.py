@@ -12,9 +12,10 @@ mean asyncpg, `sqlite://` means aiosqlite; the async drivers are the only ones i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -22,6 +23,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from deskbell.errors import DeskbellError
+from deskbell.storage.threaded import SQLiteThread
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ASYNC_SCHEMES = {
     "postgresql": "postgresql+asyncpg",
@@ -40,23 +45,47 @@ class CannotOpenDatabase(DeskbellError):
 
 @dataclass(frozen=True)
 class Database:
+    """`writer` and `reader`: async engines. `thread`: on a SQLite file, where `transact`
+    runs its functions (`storage/threaded.py`)."""
+
     url: str
     writer: AsyncEngine
     reader: AsyncEngine
+    thread: SQLiteThread | None = None
+
+    async def transact(
+        self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(conn, *args)` in one write transaction, committed if it returns: on a SQLite
+        file in the thread of its own, elsewhere on the writer engine with `run_sync` (on
+        asyncpg, no thread at all)."""
+        if self.thread is not None:
+            return await self.thread.run(fn, *args, **kwargs)
+        async with self.writer.begin() as conn:
+            return await conn.run_sync(fn, *args, **kwargs)
 
     async def dispose(self) -> None:
+        if self.thread is not None:
+            await self.thread.close()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
 
 
 NOTIFY_CHANNEL = "deskbell_due"
+_NOTIFY = sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, ""))
 
 
 async def notify_due(conn: AsyncConnection) -> None:
     """Wake listening workers when this transaction commits (PostgreSQL; no-op on SQLite)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+        await conn.execute(_NOTIFY)
+
+
+def notify_due_in(conn: sa.Connection) -> None:
+    """`notify_due` for a transaction function (`Database.transact`)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY)
 
 
 SQLITE_PRAGMAS = (
@@ -67,8 +96,8 @@ SQLITE_PRAGMAS = (
 )
 
 
-def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_pragmas(engine: sa.Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
@@ -76,7 +105,7 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -131,6 +160,13 @@ def connect(
         _check_creatable(path, make_url(url).database or "", must_exist=must_exist)
     writer = create_async_engine(url, pool_size=1, max_overflow=0, **options)
     reader = create_async_engine(url, pool_size=4, max_overflow=4, **options)
-    _sqlite_pragmas(writer, immediate=True)
-    _sqlite_pragmas(reader, immediate=False)
-    return Database(url, writer, reader)
+    _sqlite_pragmas(writer.sync_engine, immediate=True)
+    _sqlite_pragmas(reader.sync_engine, immediate=False)
+    thread = None
+    if path is not None:  # a file: a second connection sees the same data
+        sync = sa.create_engine(
+            make_url(url).set(drivername="sqlite"), pool_size=1, max_overflow=0, **options
+        )
+        _sqlite_pragmas(sync, immediate=True)
+        thread = SQLiteThread(sync)
+    return Database(url, writer, reader, thread)

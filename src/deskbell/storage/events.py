@@ -23,11 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.callbacks import CALLBACK_CHANNEL
 from deskbell.models import DeliveryStatus
-from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.engine import Database, notify_due_in
 from deskbell.storage.ids import new_id
 from deskbell.storage.tables import deliveries, requests
 
@@ -86,26 +85,24 @@ def handoff_data(
     }
 
 
-async def insert_events(
-    conn: AsyncConnection, request_id: str, events: Sequence[NewEvent], now: datetime
+def insert_events(
+    conn: sa.Connection, request_id: str, events: Sequence[NewEvent], now: datetime
 ) -> int:
     """Add `events` for `request_id` inside the caller's transaction, if it has a callback.
     Answers how many rows were added (0 when the request has no callback)."""
     if not events:
         return 0
-    has_callback = await conn.scalar(
+    has_callback = conn.scalar(
         sa.select(requests.c.callback_url.is_not(None)).where(requests.c.id == request_id)
     )
     if not has_callback:
         return 0
-    await _insert(conn, [(request_id, event) for event in events], now)
+    _insert(conn, [(request_id, event) for event in events], now)
     return len(events)
 
 
-async def _insert(
-    conn: AsyncConnection, events: Sequence[tuple[str, NewEvent]], now: datetime
-) -> None:
-    await conn.execute(
+def _insert(conn: sa.Connection, events: Sequence[tuple[str, NewEvent]], now: datetime) -> None:
+    conn.execute(
         deliveries.insert(),
         [
             {
@@ -124,7 +121,7 @@ async def _insert(
             for request_id, event in events
         ],
     )
-    await notify_due(conn)
+    notify_due_in(conn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +138,7 @@ class Settled:
     at: datetime
 
 
-async def delivery_events(conn: AsyncConnection, settled: Sequence[Settled]) -> int:
+def delivery_events(conn: sa.Connection, settled: Sequence[Settled]) -> int:
     """Inside an attempt batch's transaction, after its deliveries (and fallbacks) are
     written: the events those results raise, for requests that have a callback.
 
@@ -161,7 +158,7 @@ async def delivery_events(conn: AsyncConnection, settled: Sequence[Settled]) -> 
     ]
     if not candidates:
         return 0
-    rows = await conn.execute(
+    rows = conn.execute(
         sa.select(
             requests.c.id,
             requests.c.topic,
@@ -179,7 +176,7 @@ async def delivery_events(conn: AsyncConnection, settled: Sequence[Settled]) -> 
     with_callback = {row.id: row for row in rows}
     if not with_callback:
         return 0
-    others = await conn.execute(
+    others = conn.execute(
         sa.select(
             deliveries.c.request_id,
             deliveries.c.status,
@@ -208,7 +205,7 @@ async def delivery_events(conn: AsyncConnection, settled: Sequence[Settled]) -> 
             )
             new.append((s.request_id, event))
     if new:
-        await _insert(conn, new, max(s.at for s in candidates))
+        _insert(conn, new, max(s.at for s in candidates))
     return len(new)
 
 

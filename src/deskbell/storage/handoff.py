@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deskbell.errors import NotFound
 from deskbell.models import DeliveryStatus, Escalation, Handoff, HandoffState
-from deskbell.storage.engine import Database, notify_due
+from deskbell.storage.engine import Database
 from deskbell.storage.events import NewEvent, insert_events
 from deskbell.storage.ids import parse_id
 from deskbell.storage.tables import deliveries, requests
@@ -200,10 +200,8 @@ class Handoffs:
                 .values(status=DeliveryStatus.CANCELLED.value, updated_at=now)
             )
             handoff = handoff_of(changed, await escalations_of(conn, key))
-            if await insert_events(
-                conn, key, [NewEvent(event, event_data(key, changed.topic, handoff))], now
-            ):
-                await notify_due(conn)
+            new = [NewEvent(event, event_data(key, changed.topic, handoff))]
+            await conn.run_sync(insert_events, key, new, now)  # notifies workers if it adds
             return Transition(True, handoff, changed.topic, changed.created_at)
 
     async def unclaimed(self) -> int:

@@ -34,6 +34,62 @@ _DUE = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
 _SINCE_REPLAY = deliveries.c.attempts - sa.func.coalesce(deliveries.c.replay_base, 0)
 
 
+# A claim's statements, built once: each claim binds its ids, owner and times.
+_IDS = sa.bindparam("ids", expanding=True, type_=deliveries.c.id.type)
+_TAKE = (
+    deliveries.update()
+    .where(deliveries.c.id.in_(_IDS))
+    .values(
+        status=DeliveryStatus.IN_FLIGHT.value,
+        lease_owner=sa.bindparam("owner", type_=deliveries.c.lease_owner.type),
+        lease_expires_at=sa.bindparam("until", type_=deliveries.c.lease_expires_at.type),
+        attempts=deliveries.c.attempts + 1,
+        updated_at=sa.bindparam("now", type_=deliveries.c.updated_at.type),
+    )
+    .returning(*deliveries.c)
+)
+_PAYLOADS = sa.select(
+    requests.c.id,
+    requests.c.payload,
+    requests.c.created_at,
+    requests.c.http_request_id,
+    requests.c.traceparent,
+).where(requests.c.id.in_(sa.bindparam("request_ids", expanding=True, type_=requests.c.id.type)))
+
+
+def _claim(
+    conn: sa.Connection,
+    owner: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    room: Mapping[str, int] | None,
+) -> list[Claimed]:
+    """`DeliveryQueue.claim`'s transaction (`Database.transact`)."""
+    ids = choose(conn, now, limit, room)
+    if not ids:
+        return []
+    rows = conn.execute(_TAKE, {"ids": ids, "owner": owner, "until": until, "now": now}).all()
+    held = [delivery_from_row(r) for r in rows]
+    found = conn.execute(_PAYLOADS, {"request_ids": list({d.request_id for d in held})})
+    by_id = {r.id: r for r in found}
+    claimed = []
+    for d, row in zip(held, rows, strict=True):
+        request = by_id[d.request_id]
+        claimed.append(
+            Claimed(
+                delivery=d,
+                request=AssistanceRequestIn.from_stored(request.payload),
+                accepted_at=request.created_at,
+                lease_owner=owner,
+                trace=RequestTrace(request.http_request_id, request.traceparent),
+                replayed_at=row.replayed_at,
+                replay_base=row.replay_base or 0,
+            )
+        )
+    return claimed
+
+
 class DeliveryQueue:
     """The work queue over the deliveries table, on the writer engine (reads on the reader)."""
 
@@ -57,48 +113,7 @@ class DeliveryQueue:
         for a channel no longer configured still get claimed and settled. Which rows: see
         `storage/claims.py`.
         """
-        async with self.db.writer.begin() as conn:
-            ids = await choose(conn, now, limit, room)
-            if not ids:
-                return []
-            claimed = await conn.execute(
-                deliveries.update()
-                .where(deliveries.c.id.in_(ids))
-                .values(
-                    status=DeliveryStatus.IN_FLIGHT.value,
-                    lease_owner=owner,
-                    lease_expires_at=now + lease,
-                    attempts=deliveries.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(*deliveries.c)
-            )
-            rows = claimed.all()
-            held = [delivery_from_row(r) for r in rows]
-            payloads = await conn.execute(
-                sa.select(
-                    requests.c.id,
-                    requests.c.payload,
-                    requests.c.created_at,
-                    requests.c.http_request_id,
-                    requests.c.traceparent,
-                ).where(requests.c.id.in_({d.request_id for d in held}))
-            )
-            by_id = {r.id: r for r in payloads}
-        return [
-            Claimed(
-                delivery=d,
-                request=AssistanceRequestIn.from_stored(by_id[d.request_id].payload),
-                accepted_at=by_id[d.request_id].created_at,
-                lease_owner=owner,
-                trace=RequestTrace(
-                    by_id[d.request_id].http_request_id, by_id[d.request_id].traceparent
-                ),
-                replayed_at=row.replayed_at,
-                replay_base=row.replay_base or 0,
-            )
-            for d, row in zip(held, rows, strict=True)
-        ]
+        return await self.db.transact(_claim, owner, now, now + lease, limit, room)
 
     async def renew(
         self, owner: str, delivery_ids: Sequence[str], now: datetime, *, lease: timedelta

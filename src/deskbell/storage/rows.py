@@ -302,13 +302,14 @@ class NewRows:
         if extra_rows:
             await conn.exec_driver_sql(*self.extras.many(shared, extra_rows))
 
-    async def insert_fallbacks(
-        self, conn: AsyncConnection, dying: Sequence[tuple[str, str, str, datetime]]
+    def insert_fallbacks(
+        self, conn: sa.Connection, dying: Sequence[tuple[str, str, str, datetime]]
     ) -> None:
         """One pending delivery to `channel` for each (request id, channel, dead delivery
-        id, time it died), linked to the dead one by `fallback_of`."""
+        id, time it died), linked to the dead one by `fallback_of` (in an attempt batch's
+        transaction function, `storage/attempts.py`)."""
         sql, getter = self.deliveries.compiled(1)
-        await conn.exec_driver_sql(
+        conn.exec_driver_sql(
             sql,
             [
                 getter((*self.shared(at), new_id(), request_id, channel, self.blank, of))
