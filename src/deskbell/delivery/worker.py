@@ -8,13 +8,19 @@ schedule. It sleeps until the earliest retry is due, a poll interval passes, or 
 by `wake()` after an ingest in the same process, by a finished attempt, by PostgreSQL
 NOTIFY from another node, or on SQLite by another process's commit (`watch.py`).
 
+Claimed deliveries wait in a small local queue (`_ready`, up to `READY_PER_SLOT` times the
+slots) and a freed slot takes the next one at once, without waiting for a claim: the loop
+claims again when the queue is down to a slot's worth. So sends never wait on the database,
+and claims come in batches (a claim costs a transaction whether it takes one delivery or
+many). Deliveries waiting in the queue count against their channel's `max_concurrency` as if
+they were sending, so the queue never holds more of a channel than it may send at once.
+
 An attempt's slot frees up as soon as its send is over; the attempt itself lasts until its
 result is committed, which the pool's `AttemptRecorder` does for all the results that
-finished together, in one transaction. With a backlog, the loop lets a quarter of the slots
-free up (or waits `GATHER_SECONDS`) before claiming again, so claims come in batches too.
+finished together, in one transaction.
 
-A heartbeat renews the leases of all attempts, sending or waiting for their commit, so a send
-may take longer than the lease; a killed process stops renewing and its deliveries are
+A heartbeat renews the leases of all attempts, queued, sending or waiting for their commit,
+so a send may take longer than the lease; a killed process stops renewing and its deliveries are
 reclaimed when the lease expires. It reports a lease as lost only for an attempt still
 sending: one whose result was handed to the recorder meanwhile was given up by our own commit.
 
@@ -26,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
@@ -53,8 +59,7 @@ log = structlog.get_logger(__name__)
 
 ChannelLookup = Callable[[], Mapping[str, tuple[Channel, ChannelSettings]]]
 MIN_IDLE_SECONDS = 0.01
-CLAIM_SHARE = 4  # with a backlog, claim once a quarter of the slots is free...
-GATHER_SECONDS = 0.01  # ...or this long after the first one freed up
+READY_PER_SLOT = 2  # claimed and waiting to be sent: at most this many per slot
 
 
 def worker_id() -> str:
@@ -94,7 +99,8 @@ class WorkerPool:
         self._stopped = asyncio.Event()
         self.recorder = AttemptRecorder(store.attempts)
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
-        self._running: Counter[str] = Counter()  # sends under way, per channel
+        self._ready: deque[Claimed] = deque()  # claimed, waiting for a slot
+        self._running: Counter[str] = Counter()  # queued or sending, per channel
         self._sending = 0
         self._unrecorded: set[str] = set()  # deliveries whose result is not handed over yet
         self._handover = Handover(self.recorder, self._unrecorded)
@@ -139,12 +145,10 @@ class WorkerPool:
             await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _loop(self) -> None:
-        backlog = False
         while not self._stopping.is_set():
-            if backlog:
-                await self._gather_slots()
-            free = self._free()
-            if free <= 0:
+            self._start_ready()
+            limit = self._claimable()
+            if limit <= 0 or len(self._ready) > self.concurrency:
                 self._wake.clear()
                 await first_completed(self._wake.wait(), self._stopping.wait())
                 continue
@@ -155,7 +159,7 @@ class WorkerPool:
                     self.owner,
                     self.clock.now(),
                     lease=self.lease,
-                    limit=free,
+                    limit=limit,
                     room=self._room(),
                 )
             except Exception as exc:
@@ -169,14 +173,16 @@ class WorkerPool:
                 log.info("claimed_while_stopping", owner=self.owner, released=released)
                 break
             for item in claimed:
-                self._start(item)
-            backlog = len(claimed) == free  # as many as we asked for: there is likely more
-            if not backlog:
+                self._running[item.delivery.channel] += 1
+                self._ready.append(item)
+            self._start_ready()
+            if len(claimed) < limit:  # fewer than asked for: nothing more is due yet
                 await self._idle()
 
     def _room(self) -> dict[str, int]:
         """Per channel, how many a claim may take: the breakers' room, and the events' own
-        slots (no breaker: one bot's failures must not pause another's events)."""
+        slots (no breaker: one bot's failures must not pause another's events); what is
+        queued counts as sending."""
         room = self.circuits.room(self.channels(), self._running, self.clock.now())
         if self.callbacks is not None:
             limit = self.callbacks[1].max_concurrency
@@ -195,30 +201,22 @@ class WorkerPool:
             log.debug("release_failed_traceback", exc_info=exc)
             return 0
 
-    async def _gather_slots(self) -> None:
-        """With a backlog, let a few slots free up before claiming again, up to
-        `GATHER_SECONDS` after the first: a claim costs a transaction (and reads the due
-        rows) whether it takes one delivery or many."""
-        loop = asyncio.get_running_loop()
-        want = max(1, self.concurrency // CLAIM_SHARE)
-        deadline: float | None = None
-        while not self._stopping.is_set():
-            free = self._free()
-            if free >= want:
-                return
-            timeout = None
-            if free > 0:
-                deadline = deadline or loop.time() + GATHER_SECONDS
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    return
-            self._wake.clear()
-            await first_completed(self._wake.wait(), self._stopping.wait(), timeout=timeout)
-
     def _free(self) -> int:
         """Slots for new sends: `concurrency` sends at a time, and no more than as many
         again waiting for their commit (should the database fall behind)."""
         return min(self.concurrency - self._sending, 2 * self.concurrency - len(self._inflight))
+
+    def _claimable(self) -> int:
+        """How many a claim may take: the local queue holds up to `READY_PER_SLOT` times the
+        slots, beside what is sending."""
+        held = self._sending + len(self._ready)
+        return (1 + READY_PER_SLOT) * self.concurrency - held
+
+    def _start_ready(self) -> None:
+        """Start queued deliveries while slots are free (not once stopping: `stop` gives
+        what is still queued back)."""
+        while self._ready and self._free() > 0 and not self._stopping.is_set():
+            self._start(self._ready.popleft())
 
     def _start(self, claimed: Claimed) -> None:
         """Run one attempt as a task. Its slot (and its channel's) frees up when the send is
@@ -226,7 +224,6 @@ class WorkerPool:
         channel = claimed.delivery.channel
         stand_in = self.circuits.stand_in(channel, self.clock.now())
         probe = stand_in is None and self.circuits.is_probe(channel)
-        self._running[channel] += 1
         self._sending += 1
         self._unrecorded.add(claimed.delivery.id)
         sending = True
@@ -238,7 +235,8 @@ class WorkerPool:
             sending = False
             self._running[channel] -= 1
             self._sending -= 1
-            self._wake.set()  # a slot is free
+            self._start_ready()  # a slot is free: the next queued delivery takes it
+            self._wake.set()  # and the loop may claim more
             if stand_in is not None:
                 return  # failed fast: the breaker hears only of real sends
             if result is not None:
@@ -259,6 +257,7 @@ class WorkerPool:
             self._inflight.pop(finished, None)
             self._unrecorded.discard(claimed.delivery.id)
             sent(None)  # cancelled or crashed before its send was over
+            self._start_ready()  # a commit done frees room under the 2x cap too
             self._wake.set()
 
         task.add_done_callback(done)
@@ -290,7 +289,7 @@ class WorkerPool:
         interval = self.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
-            held = [c.delivery.id for c in self._inflight.values()]
+            held = [c.delivery.id for c in (*self._inflight.values(), *self._ready)]
             if not held:
                 continue
             try:
@@ -336,6 +335,8 @@ class WorkerPool:
             if self._inflight:
                 _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
             unfinished = [self._inflight[t] for t in pending if t in self._inflight]
+            unfinished += self._ready  # claimed, never started
+            self._ready.clear()
             for task in pending:
                 task.cancel()
             if pending:

@@ -96,12 +96,20 @@ SQLITE_PRAGMAS = (
 )
 
 
-def _sqlite_pragmas(engine: sa.Engine, *, immediate: bool) -> None:
+# The delivery queue's own commits (claims, attempt results: `storage/threaded.py`) need not
+# survive a power loss, only a crash: losing the last of them to one puts a delivery back in
+# flight under an expired lease or due again, and it is sent again (at least once). In WAL
+# mode NORMAL still never corrupts the file; it skips the fsync per commit, which made the
+# queue wait on the disk. Accepting a request keeps FULL: a 202 survives power loss.
+QUEUE_SYNCHRONOUS = "PRAGMA synchronous=NORMAL"
+
+
+def _sqlite_pragmas(engine: sa.Engine, *, immediate: bool, extra: tuple[str, ...] = ()) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in (*SQLITE_PRAGMAS, *extra):
             cursor.execute(pragma)
         cursor.close()
 
@@ -167,6 +175,6 @@ def connect(
         sync = sa.create_engine(
             make_url(url).set(drivername="sqlite"), pool_size=1, max_overflow=0, **options
         )
-        _sqlite_pragmas(sync, immediate=True)
+        _sqlite_pragmas(sync, immediate=True, extra=(QUEUE_SYNCHRONOUS,))
         thread = SQLiteThread(sync)
     return Database(url, writer, reader, thread)
