@@ -310,6 +310,9 @@ class Claimed:
     trace: RequestTrace = NO_TRACE
     replayed_at: datetime | None = None
     replay_base: int = 0
+    # The request has a callback (SPEC §9), so this attempt's result may raise an event for
+    # the bot; a claim knows, and a batch of results for requests without one skips the read.
+    has_callback: bool = True
 
     @property
     def budget_attempts(self) -> int:

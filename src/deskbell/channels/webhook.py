@@ -191,6 +191,8 @@ class WebhookChannel:
 
     def _scrubbed(self, result: SendResult, *secrets: str) -> SendResult:
         error = result.error
+        if error is None:
+            return result
         for secret in (*secrets, *(v.get_secret_value() for v in self._settings.headers.values())):
             error = redact(error, secret)
         return dataclasses.replace(result, error=error)

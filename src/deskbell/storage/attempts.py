@@ -56,7 +56,14 @@ _ATTEMPT = attempts.insert()
 def _settled(claimed: Claimed, result: AttemptResult, row: Any) -> Settled:
     d = claimed.delivery
     return Settled(
-        d.id, d.request_id, d.channel, row.kind, row.step, result.status, result.finished_at
+        d.id,
+        d.request_id,
+        d.channel,
+        row.kind,
+        row.step,
+        result.status,
+        result.finished_at,
+        claimed.has_callback,
     )
 
 

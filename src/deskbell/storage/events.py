@@ -136,6 +136,7 @@ class Settled:
     step: int | None
     status: DeliveryStatus
     at: datetime
+    has_callback: bool = True  # False: its request has none, so no event can come of it
 
 
 def delivery_events(conn: sa.Connection, settled: Sequence[Settled]) -> int:
@@ -154,7 +155,9 @@ def delivery_events(conn: sa.Connection, settled: Sequence[Settled]) -> int:
     candidates = [
         s
         for s in settled
-        if s.kind != EVENT_KIND and s.status in (DeliveryStatus.SENT, DeliveryStatus.DEAD)
+        if s.has_callback
+        and s.kind != EVENT_KIND
+        and s.status in (DeliveryStatus.SENT, DeliveryStatus.DEAD)
     ]
     if not candidates:
         return 0

@@ -54,6 +54,7 @@ _PAYLOADS = sa.select(
     requests.c.created_at,
     requests.c.http_request_id,
     requests.c.traceparent,
+    requests.c.callback_url.is_not(None).label("has_callback"),
 ).where(requests.c.id.in_(sa.bindparam("request_ids", expanding=True, type_=requests.c.id.type)))
 
 
@@ -85,6 +86,7 @@ def _claim(
                 trace=RequestTrace(request.http_request_id, request.traceparent),
                 replayed_at=row.replayed_at,
                 replay_base=row.replay_base or 0,
+                has_callback=bool(request.has_callback),
             )
         )
     return claimed
