@@ -19,6 +19,7 @@ Does deskbell stay fast as its database grows, and does the server's memory stay
    `--rounds`; the best run of each counts (other load on the machine only slows a run).
 4. Memory: a fresh server takes `--memory-steps` requests (wrk, stopping after N answers);
    VmRSS of the server process after each step.
+The server runs at deskbell's defaults (info logs, one line per accepted request).
 
     .venv/bin/python bench/growth.py [--rows 1000000] [--seconds 10] [--workdir DIR]
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
@@ -303,8 +304,7 @@ class Server:
             "DESKBELL_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
             "DESKBELL_CONFIG": str(config),
             "DESKBELL_PORT": str(self.port),
-            "DESKBELL_LOG_LEVEL": "warning",
-        }
+        }  # the defaults as users run them: info logs, one line per request
         self.process = start(
             [sys.executable, "-m", "deskbell", "serve", "--no-workers"], env, tmp / f"{name}.log"
         )
