@@ -11,6 +11,13 @@ beyond the limit). When a head completes, its fields are counted, and its exact 
 header lines) is summed only if the chunks could hold more than the limit, which is rare: a
 whole head can arrive in one read, together with a body. Bodies are never counted.
 `deskbell serve` passes the class to uvicorn as `http=`, for one process or many.
+
+It also answers ingest (`POST /v1/assistance-requests`) with one write instead of two: uvicorn
+writes an answer's head and its body with a `transport.write` each, and uvloop sends each at
+once, a syscall apiece (on loopback the receiving side's work is charged to it too). Ingest's
+endpoint always sends its body right after its head, so for that route the head is held and
+written with the body (`_HeadWithBody`); every other route, whose body may come later (a
+stream), is written as uvicorn writes it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from deskbell.api.routes.ingest import PATH as INGEST_PATH
 from deskbell.errors import DeskbellError
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -84,6 +92,15 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         ):
             raise HeadTooLarge(TOO_LARGE)
         HttpToolsProtocol.on_headers_complete(self)
+        cycle = self.cycle
+        scope = self.scope
+        if (
+            scope["method"] == "POST"
+            and scope["path"] == INGEST_PATH
+            and not cycle.waiting_for_100_continue  # that interim answer goes out at once
+            and cycle.transport is self.transport  # not refused by uvicorn (its 503 is sent)
+        ):
+            cycle.transport = _HeadWithBody(self.transport)  # type: ignore[assignment]
 
     def _exact_size(self) -> int:
         return len(self.url) + sum(len(n) + len(v) + LINE_OVERHEAD for n, v in self.headers)
@@ -110,3 +127,36 @@ class HeadLimitedProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head))
         self.transport.close()
+
+
+class _HeadWithBody:
+    """The transport as one ingest answer's cycle sees it: its first write (the head) is held
+    and goes out with the second (the body) in one write; later writes pass straight on. A
+    close writes what is held first, so an answer cut short (an app error after the head) ends
+    as it did."""
+
+    __slots__ = ("_head", "_transport", "_writes")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._head = b""
+        self._writes = 0
+
+    def write(self, data: bytes) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            self._head = data
+        elif self._writes == 2:
+            head, self._head = self._head, b""
+            self._transport.write(head + data)
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._writes == 1:
+            self._writes = 2
+            self._transport.write(self._head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self._transport, name)
