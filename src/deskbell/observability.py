@@ -7,42 +7,106 @@ to bytes (orjson for JSON) and written to stderr in one `write`. Through `loggin
 more than validating and committing the request it reported (docs/performance.md). Other
 libraries' loggers (uvicorn, alembic) still use `logging`, rendered in the same format, so an
 operator sees one format either way.
+
+While a server runs (`batched_lines`), the lines its event loop writes in one turn of the loop
+go out together, in one `write` at the end of that turn (or sooner, at LINES_PER_WRITE lines):
+a group commit answers a whole batch of requests in one turn, and each request's line cost a
+syscall of its own. Nothing waits longer than that turn; the lines of other threads, and
+every line outside a server, are written at once, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Any, Literal
 
 import orjson
 import structlog
 
 EventDict = MutableMapping[str, Any]
+LINES_PER_WRITE = 256  # a loop turn's lines are written at the latest when this many wait
 
 
 class _Output:
     """Where every LineWriter writes. Loggers are cached on first use, so a later
     `configure_logging` (a test's CLI run with its own stream) changes this one object
-    instead of leaving cached loggers writing to a stream that may be closed."""
+    instead of leaving cached loggers writing to a stream that may be closed.
 
-    __slots__ = ("flush", "write")
+    Each line goes out in one `write` (and flush), so lines of several threads never
+    interleave; while `batched_lines` runs, the lines of its loop's thread are gathered and
+    written once per turn of that loop (`_pending`, touched by that thread only)."""
+
+    __slots__ = ("_flush", "_loop", "_pending", "_thread", "_write")
 
     def __init__(self) -> None:
+        self._pending: list[bytes] = []
+        self._thread: int | None = None  # the batching loop's thread
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.point_at(sys.stderr)
 
     def point_at(self, stream: IO[str]) -> None:
+        self.drain()
         target = _byte_stream(stream)
-        self.write = target.write
-        self.flush = target.flush
+        self._write = target.write
+        self._flush = target.flush
+
+    def line(self, line: bytes) -> None:
+        """Write one rendered line (without its newline)."""
+        if self._thread is not None and threading.get_ident() == self._thread:
+            pending = self._pending
+            pending.append(line)
+            if len(pending) == 1:
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon(self.drain)
+                except RuntimeError:  # the loop is closed: no turn will end
+                    self.drain()
+            elif len(pending) >= LINES_PER_WRITE:
+                self.drain()
+            return
+        self._send(line + b"\n")
+
+    def drain(self) -> None:
+        """Write the gathered lines now (from the batching loop's thread, or once it is gone)."""
+        pending = self._pending
+        if pending:
+            self._pending = []
+            pending.append(b"")  # the last newline
+            self._send(b"\n".join(pending))
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._write(data)
+            self._flush()
+        except (OSError, ValueError):  # a closed or broken stderr: the work goes on unlogged,
+            pass  # as `logging` does it (it prints a complaint, to that same stream)
+
+    @contextmanager
+    def batched(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+        self.drain()
+        self._loop, self._thread = loop, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._thread = self._loop = None
+            self.drain()
+
+    def before_foreign_line(self) -> None:
+        """A `logging` line of the batching loop's thread: what it gathered goes out first."""
+        if self._pending and threading.get_ident() == self._thread:
+            self.drain()
 
 
 class LineWriter:
-    """A structlog logger that writes each rendered line with one `write` (and flush), so lines
-    of several threads never interleave and none waits in a buffer when the process dies."""
+    """A structlog logger that hands each rendered line to the process's `_Output`."""
 
     __slots__ = ("_out", "name")
 
@@ -51,12 +115,7 @@ class LineWriter:
         self._out = out
 
     def msg(self, line: bytes) -> None:
-        out = self._out
-        try:
-            out.write(line + b"\n")
-            out.flush()
-        except (OSError, ValueError):  # a closed or broken stderr: the work goes on unlogged,
-            pass  # as `logging` does it (it prints a complaint, to that same stream)
+        self._out.line(line)
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
@@ -103,6 +162,21 @@ class _Timestamp:
 
 
 _OUTPUT = _Output()  # process-wide, as the logging configuration itself is
+atexit.register(_OUTPUT.drain)
+
+
+def batched_lines(loop: asyncio.AbstractEventLoop) -> AbstractContextManager[None]:
+    """While it is entered (on `loop`'s thread: a server's lifespan), the lines that thread
+    logs are written once per turn of `loop`; on exit, what is gathered is written."""
+    return _OUTPUT.batched(loop)
+
+
+class _StreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Other libraries' lines: after what deskbell's own lines gathered in this turn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _OUTPUT.before_foreign_line()
+        super().emit(record)
 
 
 def _logger_name(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -192,7 +266,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         timestamp,
     ]
-    handler = logging.StreamHandler(out)
+    handler = _StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=foreign_chain,

@@ -92,3 +92,49 @@ def test_an_unknown_level_is_refused_clearly() -> None:
     )
     assert done.returncode != 0
     assert "unknown log level 'loud'" in done.stderr
+
+
+BATCHED = """
+import asyncio, io, logging, structlog
+from deskbell.observability import batched_lines, configure_logging
+
+class Counted(io.BytesIO):
+    writes = 0
+    def write(self, data):
+        Counted.writes += 1
+        return super().write(data)
+
+stream = io.TextIOWrapper(Counted(), encoding="utf-8", write_through=True)  # as stderr is
+configure_logging("console", "info", stream)
+log = structlog.get_logger("deskbell.test")
+
+async def main():
+    with batched_lines(asyncio.get_running_loop()):
+        for n in range(3):
+            log.info("one_turn", n=n)
+        assert Counted.writes == 0  # gathered until the turn ends
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert Counted.writes == 1, Counted.writes  # then written together
+        log.info("before_stdlib")
+        logging.getLogger("uvicorn.error").info("stdlib")  # after what was gathered
+        await asyncio.to_thread(log.info, "other_thread")  # written at once
+        log.info("at_exit")  # written when the batching ends
+    print(stream.buffer.getvalue().decode(), end="")
+
+asyncio.run(main())
+"""
+
+
+def test_a_loop_turns_lines_are_written_together_and_in_order() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(BATCHED)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    events = [line.split("] ", 1)[1].split(" ", 1)[0] for line in lines]
+    assert events == ["one_turn", "one_turn", "one_turn", "before_stdlib", "stdlib",
+                      "other_thread", "at_exit"], lines  # fmt: skip

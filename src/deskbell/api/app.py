@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -33,6 +34,7 @@ from deskbell.api.routes.ingest import PATH as INGEST_PATH
 from deskbell.api.routes.ingest import IngestEndpoint
 from deskbell.api.schemas import ErrorOut
 from deskbell.models import AssistanceRequestIn
+from deskbell.observability import batched_lines
 from deskbell.ui.app import install_ui
 from deskbell.wiring import Runtime
 
@@ -79,16 +81,23 @@ def _head_as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
     return {**scope, "method": "GET"}, headers_only
 
 
-def create_app(runtime: Runtime, *, start_workers: bool = True) -> DeskbellAPI:
+def create_app(
+    runtime: Runtime, *, start_workers: bool = True, batch_log_lines: bool = False
+) -> DeskbellAPI:
+    """`batch_log_lines`: while the app runs, the log lines of its event loop are written once
+    per turn of the loop (observability.py `batched_lines`); `deskbell serve` asks for it."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await runtime.live.start()  # adopt the start-up file, then follow the active version
-        if start_workers:
-            runtime.start_workers()
-        try:
-            yield
-        finally:
-            await runtime.aclose()
+        batched = batched_lines(asyncio.get_running_loop()) if batch_log_lines else nullcontext()
+        with batched:
+            await runtime.live.start()  # adopt the start-up file, then follow the active one
+            if start_workers:
+                runtime.start_workers()
+            try:
+                yield
+            finally:
+                await runtime.aclose()
 
     authenticator = Authenticator(runtime)
     app = DeskbellAPI(

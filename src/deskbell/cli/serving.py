@@ -154,7 +154,7 @@ def serve_here(settings: Settings, *, with_workers: bool, insecure: bool) -> Non
     runtime = build_runtime(settings, with_workers=with_workers)
     log_config_warnings(runtime.active.config)
     check_bind(settings, runtime.active.config, insecure=insecure)
-    api = create_app(runtime)
+    api = create_app(runtime, batch_log_lines=True)
     settle_heap()
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal; answering that with
     # exit 0 tells a supervisor the stop was clean.
@@ -319,7 +319,7 @@ def _child_app(*, with_workers: bool) -> FastAPI:
     except Exception as exc:  # any failure here is a failed start, see above
         log.error("server_process_failed", error=f"{type(exc).__name__}: {exc}")
         raise SystemExit(STARTUP_FAILURE) from exc
-    app = create_app(runtime)
+    app = create_app(runtime, batch_log_lines=True)
     settle_heap()
     return app
 
