@@ -9,8 +9,10 @@ wakes the pool within 5 ms of an ingest's commit. Chosen over a UNIX datagram fr
 (the API would have to know every worker's address and a lost datagram still needs the
 poll) and over a file watch (inotify fires on WAL writes, not commits, and is Linux only).
 
-The poll stays as the fallback: a failing watch is logged once per streak and retried
-after a second.
+It asks only while the pool waits for work (`wanted`): a pool with deliveries to send claims
+again as its slots free up anyway, and a commit made meanwhile still shows as a changed
+version at the next check. The poll stays as the fallback: a failing watch is logged once
+per streak and retried after a second.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ async def watch_commits(
     *,
     streaks: FailureStreaks | None = None,
     interval: float = WATCH_SECONDS,
+    wanted: Callable[[], bool] = lambda: True,
 ) -> None:
     """Call `wake` after each commit to the SQLite file at `path` by another connection,
-    until cancelled."""
+    until cancelled; while `wanted()` is False nothing is asked."""
     streaks = streaks or FailureStreaks()
     while True:
         try:
@@ -43,6 +46,8 @@ async def watch_commits(
                 streaks.succeeded("watch")
                 while True:
                     await asyncio.sleep(interval)
+                    if not wanted():
+                        continue
                     version = _version(conn)
                     if version != last:
                         last = version

@@ -95,6 +95,7 @@ class WorkerPool:
         self.poll_seconds = poll_seconds
         self.owner = owner or worker_id()
         self._wake = asyncio.Event()
+        self._idling = False  # waiting for work to become due (not for free slots)
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self.recorder = AttemptRecorder(store.attempts)
@@ -132,7 +133,10 @@ class WorkerPool:
         elif (path := sqlite_file(self.store.db.url)) is not None:
             helpers.append(
                 asyncio.create_task(
-                    watch_commits(path, self.wake, streaks=self.streaks), name="deskbell-watch"
+                    watch_commits(
+                        path, self.wake, streaks=self.streaks, wanted=lambda: self._idling
+                    ),
+                    name="deskbell-watch",
                 )
             )
         try:
@@ -318,9 +322,13 @@ class WorkerPool:
         for reopens in self.circuits.reopens_at():
             timeout = min(timeout, (reopens - now).total_seconds())
         # A due delivery we may not claim yet (its channel is full) must not make us spin.
-        await first_completed(
-            self._wake.wait(), self._stopping.wait(), timeout=max(MIN_IDLE_SECONDS, timeout)
-        )
+        self._idling = True
+        try:
+            await first_completed(
+                self._wake.wait(), self._stopping.wait(), timeout=max(MIN_IDLE_SECONDS, timeout)
+            )
+        finally:
+            self._idling = False
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let running attempts finish for up to `grace` seconds, then cancel
