@@ -138,3 +138,37 @@ def test_a_loop_turns_lines_are_written_together_and_in_order() -> None:
     events = [line.split("] ", 1)[1].split(" ", 1)[0] for line in lines]
     assert events == ["one_turn", "one_turn", "one_turn", "before_stdlib", "stdlib",
                       "other_thread", "at_exit"], lines  # fmt: skip
+
+
+HOT = """
+import structlog
+from structlog.testing import capture_logs
+from deskbell.observability import HotLine, configure_logging
+configure_logging({fmt!r}, "info")
+fields = dict(request_id="r-1", topic="sales", channels=["c"], http_request_id="h-1")
+structlog.get_logger("deskbell.hot").info("request_accepted", **fields)
+HotLine("deskbell.hot").info("request_accepted", **fields)
+with structlog.contextvars.bound_contextvars(bound="b-1"):
+    HotLine("deskbell.hot").info("bound")
+with capture_logs() as captured:
+    HotLine("deskbell.hot").info("captured", n=1)
+assert captured == [{{"n": 1, "event": "captured", "log_level": "info"}}], captured
+"""
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_the_hot_line_is_the_line_structlog_writes(fmt: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(HOT.format(fmt=fmt))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    structlogs, hot, bound = done.stderr.splitlines()
+    if fmt == "json":  # the same keys in the same order, the same values but the time
+        assert list(json.loads(hot).items())[:-1] == list(json.loads(structlogs).items())[:-1]
+        assert json.loads(bound)["bound"] == "b-1"
+    else:
+        assert hot.split(" ", 1)[1] == structlogs.split(" ", 1)[1]
+        assert bound.endswith(" bound=b-1")

@@ -39,6 +39,7 @@ from deskbell.callbacks import CallbackRefused, callback_for
 from deskbell.errors import IdempotencyConflict
 from deskbell.models import AssistanceRequestIn, Receipt, RequestTrace
 from deskbell.models import Scope as KeyScope
+from deskbell.observability import HotLine
 from deskbell.routing.router import Target
 from deskbell.storage.deadline import IngestTimeout
 from deskbell.wiring import Runtime
@@ -48,6 +49,7 @@ MAX_IDEMPOTENCY_KEY = 255
 router = APIRouter(tags=["ingest"])
 log = structlog.get_logger(__name__)
 _INFO = logging.getLogger(__name__)
+_ACCEPTED = HotLine(__name__)  # the line of every accepted request: structlog's, called lean
 _REQUEST_ID_HEADER = HEADER.lower().encode()
 _JSON = (b"content-type", b"application/json")
 _NO_SPAN: AbstractContextManager[None] = nullcontext(None)  # reusable, as nullcontext is
@@ -127,7 +129,7 @@ class IngestEndpoint:
         if created:
             runtime.wake_workers()
             if _INFO.isEnabledFor(logging.INFO):  # skips structlog's work when dropped
-                log.info(
+                _ACCEPTED.info(
                     "request_accepted",
                     request_id=receipt.id,
                     topic=receipt.topic,
