@@ -1,6 +1,7 @@
 """An ingest answer's head goes out with its body in one write (`deskbell.cli.head_limit`),
 through a real uvicorn protocol on a fake transport; other routes are written as uvicorn
-writes them, and an answer cut short after its head still gets its head and its close."""
+writes them, and an answer cut short after its head still gets its head and its close: the
+bytes are those uvicorn's own protocol writes, for every kind of answer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from deskbell.cli.head_limit import HeadLimitedProtocol, _HeadWithBody
@@ -42,10 +44,14 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def answer(app: Any, request: bytes) -> Transport:
+async def answer(
+    app: Any, request: bytes, protocol_class: type[HttpToolsProtocol] = HeadLimitedProtocol
+) -> Transport:
     config = Config(app=app, log_config=None, proxy_headers=False)
     config.load()
-    protocol = HeadLimitedProtocol(config, ServerState(), app_state={})
+    state = ServerState()
+    state.default_headers = [(b"date", b"Wed, 02 Dec 2026 06:00:00 GMT"), (b"server", b"uvicorn")]
+    protocol = protocol_class(config, state, app_state={})
     transport = Transport()
     protocol.connection_made(transport)
     protocol.data_received(request)
@@ -112,3 +118,44 @@ def test_writes_after_the_body_pass_straight_on() -> None:
     assert transport.writes == [b"headbody", b"more"]
     assert transport.closed
     assert held.is_closing()
+
+
+def answering(*messages: dict[str, Any], error: bool = False) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        for message in messages:
+            await send(message)
+        if error:
+            raise RuntimeError("boom")
+
+    return app
+
+
+def start(*headers: tuple[bytes, bytes], status: int = 202) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": list(headers)}
+
+
+def body(data: bytes, more: bool = False) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+JSON = (b"content-type", b"application/json")
+CASES = {
+    "accepted": [start(JSON, (b"content-length", b"2"), (b"x-request-id", b"abc")), body(b"{}")],
+    "no-length": [start(JSON), body(b"{}")],
+    "streamed": [start(JSON, (b"content-length", b"4")), body(b"{}", more=True), body(b"{}")],
+    "bad-value": [start((b"content-length", b"2"), (b"x-bad", b"a\r\nb")), body(b"{}")],
+    "short-body": [start((b"content-length", b"3")), body(b"{}")],
+}
+
+
+@pytest.mark.parametrize("messages", CASES.values(), ids=CASES.keys())
+@pytest.mark.parametrize("closing", [False, True], ids=["keep-alive", "close"])
+def test_ingest_answers_are_the_bytes_uvicorn_writes(
+    messages: list[dict[str, Any]], closing: bool
+) -> None:
+    request = post("/v1/assistance-requests", b"connection: close\r\n" if closing else b"")
+    ours = asyncio.run(answer(answering(*messages), request))
+    uvicorns = asyncio.run(answer(answering(*messages), request, HttpToolsProtocol))
+    assert b"".join(ours.writes) == b"".join(uvicorns.writes)
+    assert ours.closed == uvicorns.closed
