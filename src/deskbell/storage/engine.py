@@ -45,13 +45,17 @@ class CannotOpenDatabase(DeskbellError):
 
 @dataclass(frozen=True)
 class Database:
-    """`writer` and `reader`: async engines. `thread`: on a SQLite file, where `transact`
-    runs its functions (`storage/threaded.py`)."""
+    """`writer` and `reader`: async engines. Where `transact` runs its functions: on a SQLite
+    file `thread` (`storage/threaded.py`), on PostgreSQL `queue`, an engine of their own
+    without the pre-ping (three round trips before every transaction, more than a claim's
+    own; a connection found dead fails that one transaction, which the worker retries, and
+    the pool replaces it)."""
 
     url: str
     writer: AsyncEngine
     reader: AsyncEngine
     thread: SQLiteThread | None = None
+    queue: AsyncEngine | None = None
 
     async def transact(
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -61,12 +65,14 @@ class Database:
         asyncpg, no thread at all)."""
         if self.thread is not None:
             return await self.thread.run(fn, *args, **kwargs)
-        async with self.writer.begin() as conn:
+        async with (self.queue or self.writer).begin() as conn:
             return await conn.run_sync(fn, *args, **kwargs)
 
     async def dispose(self) -> None:
         if self.thread is not None:
             await self.thread.close()
+        if self.queue is not None:
+            await self.queue.dispose()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -162,7 +168,8 @@ def connect(
     options = dict(engine_options or {})
     if make_url(url).get_backend_name() != "sqlite":
         engine = create_async_engine(url, pool_pre_ping=True, **options)
-        return Database(url, engine, engine)
+        queue = create_async_engine(url, pool_size=2, max_overflow=2, **options)
+        return Database(url, engine, engine, queue=queue)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         _check_creatable(path, make_url(url).database or "", must_exist=must_exist)
