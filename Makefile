@@ -46,13 +46,15 @@ test: lint chromium
 image-test:
 	bash scripts/image-test.sh
 
-# Benchmarks print JSON; the ingest one needs wrk (Debian's package) and pins servers to core 0.
+# Benchmarks print JSON; ingest, growth and scale-out need wrk (Debian's package); the
+# delivery and scale-out ones need PostgreSQL (DESKBELL_BENCH_POSTGRES_URL, default the local one).
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21 --rounds-only --log-level warning
-	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --channel webhook
-	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --channel slack
+	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --setups sqlite,sqlite1,pg1 --channel webhook
+	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --setups sqlite,sqlite1,pg1 --channel slack
+	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/growth.py
 
 clean:
