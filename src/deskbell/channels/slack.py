@@ -338,6 +338,8 @@ class SlackChannel:
 
 
 def _scrubbed(result: SendResult, secret: str) -> SendResult:
+    if result.error is None:
+        return result
     return dataclasses.replace(result, error=redact(result.error, secret))
 
 
