@@ -230,6 +230,48 @@ def test_a_batch_is_inserted_in_statements_of_at_most_64_rows() -> None:
     assert statements[0][0].count("), (") == ROWS_PER_STATEMENT - 1
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, ROWS_PER_STATEMENT])
+def test_sqlites_n_row_inserts_store_what_sqlalchemys_compiled_ones_store(n: int) -> None:
+    """The writer's INSERTs are written from the one-row statement (`RowInsert.pooled`) and
+    bound from the pool as it is; SQLAlchemy's compiled n-row statements, bound through their
+    getter, store the very same rows, in each of the three INSERTs."""
+    rows = NewRows(sqlite.dialect())
+    shared = rows.shared(datetime(2026, 1, 1, tzinfo=UTC))
+    own = {
+        "requests": [(f"r{i}", "sales", "{}", "", f"h{i}", "", "tp", "", "") for i in range(n)],
+        "deliveries": [(f"d{i}", f"r{i}", "c", "" if i % 2 else "fb", "") for i in range(n)],
+        "extras": [
+            (f"e{i}", f"r{i}", "c", f"2026-0{i % 9 + 1}", "", "escalation", i, "", "")
+            for i in range(n)
+        ],
+    }
+    stored = []
+    for pooled in (True, False):
+        engine = sa.create_engine("sqlite://")
+        metadata.create_all(engine)
+        conn = engine.raw_connection()
+        for insert in (rows.requests, rows.deliveries, rows.extras):
+            name = "extras" if insert is rows.extras else insert.table.name
+            if pooled:
+                ((sql, parameters),) = insert.statements(shared, own[name])
+            else:
+                pool = [*shared, *(value for row in own[name] for value in row)]
+                sql, getter = insert.compiled(n)
+                parameters = getter(pool)
+            conn.execute(sql, parameters)
+        stored.append(
+            [
+                sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=str)
+                for table in ("requests", "deliveries")
+            ]
+        )
+        conn.close()
+        engine.dispose()
+    assert stored[0] == stored[1]
+    assert len(stored[0][0]) == n
+    assert len(stored[0][1]) == 2 * n
+
+
 async def test_nullable_values_are_stored_as_null_and_the_timestamp_in_every_column(
     tmp_path: Path,
 ) -> None:

@@ -165,7 +165,13 @@ def stamp_for(dialect: Dialect) -> Callable[[datetime], object]:
 
 class RowInsert:
     """A table's INSERT of n new rows, compiled once per n, with the getter that orders a
-    statement's values (the shared ones, then each row's own) as its parameters."""
+    statement's values (the shared ones, then each row's own) as its parameters.
+
+    On SQLite, `statements` writes its n-row INSERTs itself, from the one-row statement
+    SQLAlchemy compiled: each row's values are that row's, renumbered so that `?k` is the
+    k-th value of the statement's pool (the shared values, then each row's own), which is then
+    bound as it is. Compiling each n through SQLAlchemy took milliseconds, with the GIL held,
+    for each batch size the writer met first."""
 
     def __init__(
         self,
@@ -181,6 +187,9 @@ class RowInsert:
         # Numbered parameters, so a shared value is bound once per statement.
         self._dialect = type(dialect)(paramstyle="numeric") if self.sqlite else dialect  # type: ignore[call-arg]
         self._compiled: dict[int, tuple[str, itemgetter[object]]] = {}
+        self._orders: dict[int, list[int]] = {}  # each compiled n: its getter's indexes
+        self._pooled: dict[int, str] = {}  # SQLite: n-row INSERTs bound from the pool
+        self._pooled_row: tuple[str, list[str | int]] | None = None  # their prefix, one row
 
     def compiled(self, n: int) -> tuple[str, itemgetter[object]]:
         found = self._compiled.get(n)
@@ -210,6 +219,7 @@ class RowInsert:
             for c, name in enumerate(self.own):
                 index[f"{name}_{r}"] = len(SHARED) + r * width + c
         order = [index[name] for name in compiled.positiontup or ()]
+        self._orders[n] = order
         sql = str(compiled)
         if self.sqlite:  # ?NNN: the numbered form the sqlite3 module binds from a sequence
             sql = re.sub(r":(\d+)", r"?\1", sql)
@@ -220,17 +230,54 @@ class RowInsert:
         sql, getter = self.compiled(1)
         return sql, [getter(shared + row) for row in rows]
 
-    def statements(self, shared: Row, rows: Sequence[Row]) -> Iterator[tuple[str, Row]]:
+    def statements(
+        self, shared: Row, rows: Sequence[Row]
+    ) -> Iterator[tuple[str, Sequence[object]]]:
         """Multi-row statements of up to ROWS_PER_STATEMENT rows each: executemany runs the
         one-row statement per row, and SQLite opens a cursor on the table and each of its
         indexes every time."""
         for start in range(0, len(rows), ROWS_PER_STATEMENT):
             chunk = rows[start : start + ROWS_PER_STATEMENT]
-            sql, getter = self.compiled(len(chunk))
             pool: list[object] = list(shared)
             for row in chunk:
                 pool.extend(row)
-            yield sql, getter(pool)
+            if self.sqlite:
+                yield self.pooled(len(chunk)), pool
+            else:
+                sql, getter = self.compiled(len(chunk))
+                yield sql, getter(pool)
+
+    def pooled(self, n: int) -> str:
+        """SQLite: the INSERT of n rows whose `?k` is the k-th value of the pool."""
+        found = self._pooled.get(n)
+        if found is None:
+            prefix, row = self._pooled_row or self._one_pooled_row()
+            width = len(self.own)
+            rows = [
+                "".join(
+                    piece if isinstance(piece, str) else f"?{_shifted(piece, r * width)}"
+                    for piece in row
+                )
+                for r in range(n)
+            ]
+            found = self._pooled[n] = prefix + ", ".join(rows)
+        return found
+
+    def _one_pooled_row(self) -> tuple[str, list[str | int]]:
+        """The one-row INSERT up to its values, and its values as text and pool numbers."""
+        sql, _ = self.compiled(1)
+        order = self._orders[1]
+        prefix, values = sql.split(" VALUES ", 1)
+        row: list[str | int] = []
+        for i, piece in enumerate(re.split(r"\?(\d+)", values)):
+            row.append(piece if i % 2 == 0 else order[int(piece) - 1] + 1)
+        self._pooled_row = prefix + " VALUES ", row
+        return self._pooled_row
+
+
+def _shifted(number: int, offset: int) -> int:
+    """A pool number in row r (`offset` = r times the row width): the shared values' stay."""
+    return number if number <= len(SHARED) else number + offset
 
 
 class NewRows:
