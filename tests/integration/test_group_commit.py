@@ -316,6 +316,10 @@ async def test_a_batch_larger_than_one_statement_is_stored_whole(tmp_path: Path)
     path = tmp_path / "deskbell.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
+    # In WAL mode, as every database deskbell makes is: switching a file to WAL needs it
+    # unlocked, so the writer's first connect would fail while the blocker holds it.
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     writer = sqlite_writer(path, lambda: datetime.now(UTC))
     payload = AssistanceRequestIn(topic="sales", description="x")
     targets = [Target("console"), Target("email")]

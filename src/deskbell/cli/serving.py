@@ -41,6 +41,7 @@ import structlog
 from deskbell.cli.keys import check_bind
 from deskbell.errors import DeskbellError
 from deskbell.metrics import MULTIPROC_ENV
+from deskbell.observability import batched_lines
 from deskbell.settings import Settings
 from deskbell.storage.engine import connect
 from deskbell.storage.migrate import upgrade
@@ -278,10 +279,12 @@ def run_worker(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, runtime.live.request_reload)
-        await runtime.live.start()
-        runtime.start_workers()
-        await stop.wait()
-        await runtime.aclose()
+        # As a server's loop does: a turn's lines (a delivery_attempt line per send) in one write.
+        with batched_lines(loop):
+            await runtime.live.start()
+            runtime.start_workers()
+            await stop.wait()
+            await runtime.aclose()
 
     settle_heap()  # as for servers: full collections over the startup heap stall sends
     asyncio.run(run())

@@ -16,9 +16,10 @@ from deskbell.clock import Clock
 from deskbell.delivery.policy import RetryPolicy
 from deskbell.metrics import Metrics
 from deskbell.models import AttemptResult, Claimed, DeliveryStatus, Outcome
+from deskbell.observability import HotLine
 from deskbell.tracing import Tracing
 
-log = structlog.get_logger(__name__)
+_ATTEMPTED = HotLine(__name__)  # the line of every attempt: structlog's, called lean
 
 
 class ResultSink(Protocol):
@@ -144,7 +145,7 @@ async def _attempt(
         next_attempt_at=next_at,
     )
     kept = await store.record_attempt(claimed, recorded)
-    log.info(
+    _ATTEMPTED.info(
         "delivery_attempt",
         delivery_id=claimed.delivery.id,
         request_id=claimed.delivery.request_id,
