@@ -51,6 +51,7 @@ image-test:
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y -q wrk
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21
+	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21 --rounds-only --log-format json
 	$(BIN)/python bench/ingest.py --seconds 2 --rounds 21 --rounds-only --log-level warning
 	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --setups sqlite,sqlite1,pg1 --channel webhook
 	$(BIN)/python bench/delivery.py --requests 3000 --rate 300 --seconds 6 --setups sqlite,sqlite1,pg1 --channel slack

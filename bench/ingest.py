@@ -16,11 +16,12 @@ After the deskbell runs it checks that every 2xx wrk counted is a row in the dat
 Each run also reports the server's CPU time per request (user and system, all its threads,
 from /proc): steadier than req/s when the machine is noisy.
 
-deskbell runs at its defaults (info logs, one line per request) unless `--log-level` says
-otherwise; `--rounds-only` skips the naive, PostgreSQL and 2-process servers.
+deskbell runs at its defaults (info logs in the console format, one line per request)
+unless `--log-level` or `--log-format` say otherwise; `--rounds-only` skips the naive,
+PostgreSQL and 2-process servers.
 
     .venv/bin/python bench/ingest.py [--seconds 2] [--rounds 21] [--warmup 3] [--single-seconds 8]
-                                     [--log-level warning] [--rounds-only]
+                                     [--log-level warning] [--log-format json] [--rounds-only]
 Needs wrk (Debian: apt-get install wrk) and taskset (util-linux).
 """
 
@@ -139,12 +140,13 @@ async def rows(url: str) -> int:
 
 
 LOG_LEVEL: str | None = None  # None: deskbell's defaults (info); set by --log-level
+LOG_FORMAT: str | None = None  # None: deskbell's default (console); set by --log-format
 
 
 def deskbell_env(base: Mapping[str, str], url: str, port: int, tmp: Path) -> dict[str, str]:
     """`base` without DESKBELL_ settings, plus those of a deskbell on `url` and `port` that
-    routes the benchmark's topic to a console channel; the log level is deskbell's default
-    unless `--log-level` names another."""
+    routes the benchmark's topic to a console channel; the log level and format are
+    deskbell's defaults unless `--log-level` and `--log-format` name others."""
     config = tmp / "bench.yaml"
     config.write_text(
         "channels:\n  c: {type: console}\nroutes:\n  - match: {topic: sales}\n    to: [c]\n"
@@ -155,6 +157,7 @@ def deskbell_env(base: Mapping[str, str], url: str, port: int, tmp: Path) -> dic
         "DESKBELL_CONFIG": str(config),
         "DESKBELL_PORT": str(port),
         **({"DESKBELL_LOG_LEVEL": LOG_LEVEL} if LOG_LEVEL else {}),
+        **({"DESKBELL_LOG_FORMAT": LOG_FORMAT} if LOG_FORMAT else {}),
     }
 
 
@@ -291,11 +294,14 @@ async def main() -> None:
         "--log-level", default=None, help="deskbell's DESKBELL_LOG_LEVEL (default: its defaults)"
     )
     parser.add_argument(
+        "--log-format", default=None, help="deskbell's DESKBELL_LOG_FORMAT (default: console)"
+    )
+    parser.add_argument(
         "--rounds-only", action="store_true", help="only the floor/SQLite rounds, no other servers"
     )
     args = parser.parse_args()
-    global LOG_LEVEL
-    LOG_LEVEL = args.log_level
+    global LOG_LEVEL, LOG_FORMAT
+    LOG_LEVEL, LOG_FORMAT = args.log_level, args.log_format
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install -y wrk")
     with tempfile.TemporaryDirectory() as name:
@@ -323,6 +329,7 @@ async def main() -> None:
     print(orjson.dumps({
         "benchmark": "ingest",
         "log_level": LOG_LEVEL or "defaults (info)",
+        "log_format": LOG_FORMAT or "defaults (console)",
         "cpus": os.cpu_count(),
         "connections": args.connections,
         "seconds": args.seconds,
