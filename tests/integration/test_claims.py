@@ -1,7 +1,7 @@
 """Which deliveries a claim takes (storage/claims.py), on both engines: it reads only the
-head of the queue when that is enough, and ranks the whole backlog when channels with little
-room crowd the head, so a backlog of one channel never hides another channel's work; claims
-running at the same time never take the same delivery."""
+head of the queue when that is enough, and each other channel's own earliest rows when
+channels with little room crowd the head, so a backlog of one channel never hides another
+channel's work; claims running at the same time never take the same delivery."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ async def add(store: Storage, channel: str, n: int, at: datetime) -> None:
         await store.requests.accept_one(payload, [Target(channel)], at)
 
 
-async def test_a_crowded_head_falls_back_to_ranking_every_due_row(store: Storage) -> None:
+async def test_a_crowded_head_reads_the_other_channels_own_rows(store: Storage) -> None:
     limit = 4
     # The slow channel's backlog is older than the fast channel's: the head is all slow.
     await add(store, "slow", HEAD_ROWS_PER_SLOT * limit + 5, T0)
@@ -39,6 +39,27 @@ async def test_a_crowded_head_falls_back_to_ranking_every_due_row(store: Storage
     )
 
     assert Counter(c.delivery.channel for c in claimed) == {"slow": 1, "fast": 3}
+
+
+async def test_a_channel_in_the_head_and_behind_it_is_claimed_once_up_to_its_room(
+    store: Storage,
+) -> None:
+    limit = 6
+    await add(store, "quiet", 1, T0)  # in the head
+    await add(store, "busy", HEAD_ROWS_PER_SLOT * limit + 5, T0 + timedelta(seconds=1))
+    await add(store, "quiet", 3, T0 + timedelta(seconds=2))  # behind the busy backlog
+    now = T0 + timedelta(seconds=3)
+
+    claimed = await store.queue.claim(
+        "w", now, lease=LEASE, limit=limit, room={"busy": 2, "quiet": 3, "idle": 5}
+    )
+
+    assert Counter(c.delivery.channel for c in claimed) == {"busy": 2, "quiet": 3}
+    assert len({c.delivery.id for c in claimed}) == 5
+    # its earliest three: the one in the head and the first two behind it (each `add` numbers
+    # its own from 0)
+    quiet = sorted(c.request.description for c in claimed if c.delivery.channel == "quiet")
+    assert quiet == ["quiet 0", "quiet 0", "quiet 1"]
 
 
 async def test_the_head_serves_claims_in_due_order_within_each_room(store: Storage) -> None:

@@ -53,6 +53,7 @@ async def test_migrations_match_the_tables_and_0004_reverts(database_url: str) -
             "ix_requests_topic_id",  # 0004
             "ix_config_versions_active",  # 0006
             "ix_requests_handoff_state_id",  # 0007
+            "ix_deliveries_channel_due",  # 0008
         }
         await upgrade(db)
         assert await schema_diff(db) == []

@@ -1,22 +1,26 @@
 """Which due deliveries a claim takes: the earliest due, at most `limit`, and no more of a
 channel than its room (0 for a channel whose slots are full or whose breaker probes).
 
-Ranking every due row per channel (a `row_number()` window) gives the exact answer, but it
-reads and sorts the whole backlog on every claim: with thousands waiting, the claim cost more
-than the sends it fed. So a claim first reads only the head of the queue, the earliest
-`HEAD_ROWS_PER_SLOT * limit` due rows, one ordered index scan per status, and picks from those
-in order, each channel up to its room. That is the exact answer whenever the head holds
-enough (or is the whole queue); only when channels with little room crowd the head, and it
-yields fewer than `limit`, does the claim rank every due row as before.
+A claim first reads the head of the queue, the earliest `HEAD_ROWS_PER_SLOT * limit` due rows
+across channels, one ordered scan of the (status, next_attempt_at) index per status, and
+picks from those in order, each channel up to its room. That is the answer whenever the head
+holds enough (or is the whole queue). When channels at their room crowd the head (a busy
+channel's backlog ahead of a quiet one's request), it reads, for each channel in `room` that
+still has room, that channel's own earliest due rows up to its room, through the (status,
+channel, next_attempt_at) index: a backlog of one channel never hides another's work, and
+no claim reads more than the rows it may take. (Ranking the whole backlog per channel with a
+`row_number()` window gave the same answer, but at the default `max_concurrency` a busy
+channel's claims ranked it on every claim.) A channel the config no longer names is found
+only in the head, where it is capped by `limit` alone.
 
 On PostgreSQL the rows are locked with `FOR UPDATE SKIP LOCKED` by the select that reads
 them, and that select's WHERE holds the `due` condition: PostgreSQL re-checks only the
 locking select's WHERE against the newest version of a row it locks, so a row another worker
-claimed meanwhile is not claimed twice. (The ranking path repeats `due` on its outer locking
-select for the same reason.)
+claimed meanwhile is not claimed twice.
 
-The head's statement is built once, with bound parameters (`now`, the blocked channels, the
-row count): building and keying it anew on every claim cost more than running it.
+Both statements are built once, with bound parameters (`now`, the blocked channels or the
+channel, the row count): building and keying them anew on every claim cost more than
+running them.
 """
 
 from __future__ import annotations
@@ -55,15 +59,27 @@ def choose(
     blocked = [channel for channel, n in room.items() if n <= 0]
     rows = HEAD_ROWS_PER_SLOT * limit
     head = conn.execute(_HEAD, {"now": now, "blocked": blocked, "rows": rows}).all()
-    ids = _pick(head, limit, room)
-    if len(ids) < limit and len(head) == rows:  # the head was not enough: rank every due row
-        ranked = _ranked(due_condition(now), limit, room, blocked)
-        return list(conn.execute(ranked).scalars())
-    return ids
-
-
-def _pick(head: Sequence[Any], limit: int, room: Mapping[str, int]) -> list[str]:
     taken: Counter[str] = Counter()
+    ids = _pick(head, limit, room, taken)
+    if len(ids) == limit or len(head) < rows:
+        return ids
+    # The head was crowded by channels at their room: the others' own earliest rows.
+    chosen = set(ids)
+    more: list[Any] = []
+    for channel, n in room.items():
+        left = n - taken[channel]
+        if left <= 0:
+            continue
+        params = {"now": now, "channel": channel, "rows": taken[channel] + left}
+        found = conn.execute(_CHANNEL_HEAD, params).all()
+        more += [row for row in found if row.id not in chosen][:left]
+    more.sort(key=lambda row: row.next_attempt_at)
+    return ids + [row.id for row in more[: limit - len(ids)]]
+
+
+def _pick(
+    head: Sequence[Any], limit: int, room: Mapping[str, int], taken: Counter[str]
+) -> list[str]:
     ids: list[str] = []
     for row in head:
         if taken[row.channel] < room.get(row.channel, limit):
@@ -74,9 +90,9 @@ def _pick(head: Sequence[Any], limit: int, room: Mapping[str, int]) -> list[str]
     return ids
 
 
-def _head() -> sa.Select[Any]:
-    """The earliest `rows` due rows of channels not `blocked`: one ordered scan of the
-    (status, next_attempt_at) index per status, so nothing past the head is read.
+def _head(of_channel: bool) -> sa.Select[Any]:
+    """The earliest `rows` due rows of the channels not `blocked` (or of `channel`): one
+    ordered index scan per status, so nothing past the head is read.
 
     On PostgreSQL each scan locks its rows, skipping those other workers hold (so workers
     claiming together take different rows); each scan's WHERE is its part of `due`, which
@@ -84,8 +100,12 @@ def _head() -> sa.Select[Any]:
     on a UNION itself, only on the selects it reads from."""
     c = deliveries.c
     now = sa.bindparam("now", type_=c.next_attempt_at.type)
-    blocked = sa.bindparam("blocked", expanding=True, type_=c.channel.type)
     rows = sa.bindparam("rows", type_=sa.Integer())
+    which = (
+        c.channel == sa.bindparam("channel", type_=c.channel.type)
+        if of_channel
+        else c.channel.not_in(sa.bindparam("blocked", expanding=True, type_=c.channel.type))
+    )
     conditions = [
         sa.and_(c.status == DeliveryStatus.PENDING.value, c.next_attempt_at <= now),
         sa.and_(c.status == DeliveryStatus.RETRYING.value, c.next_attempt_at <= now),
@@ -93,7 +113,7 @@ def _head() -> sa.Select[Any]:
     ]
     parts = [
         sa.select(c.id, c.channel, c.next_attempt_at)
-        .where(condition, c.channel.not_in(blocked))
+        .where(condition, which)
         .order_by(c.next_attempt_at)
         .limit(rows)
         .with_for_update(skip_locked=True)
@@ -101,10 +121,15 @@ def _head() -> sa.Select[Any]:
         for condition in conditions
     ]
     union = sa.union_all(*(sa.select(part) for part in parts)).subquery()
-    return sa.select(union.c.id, union.c.channel).order_by(union.c.next_attempt_at).limit(rows)
+    return (
+        sa.select(union.c.id, union.c.channel, union.c.next_attempt_at)
+        .order_by(union.c.next_attempt_at)
+        .limit(rows)
+    )
 
 
-_HEAD = _head()
+_HEAD = _head(of_channel=False)
+_CHANNEL_HEAD = _head(of_channel=True)
 
 
 def _earliest(due: sa.ColumnElement[bool], limit: int) -> sa.Select[Any]:
@@ -113,40 +138,5 @@ def _earliest(due: sa.ColumnElement[bool], limit: int) -> sa.Select[Any]:
         .where(due)
         .order_by(deliveries.c.next_attempt_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-
-
-def _ranked(
-    due: sa.ColumnElement[bool], limit: int, room: Mapping[str, int], blocked: Sequence[str]
-) -> sa.Select[Any]:
-    """The exact answer: a window ranks each channel's due rows. PostgreSQL refuses FOR
-    UPDATE beside a window, so the lock is taken on an outer select of those ids."""
-    rank = (
-        sa.func.row_number()
-        .over(partition_by=deliveries.c.channel, order_by=deliveries.c.next_attempt_at)
-        .label("rank")
-    )
-    ranked = (
-        sa.select(deliveries.c.id, deliveries.c.channel, deliveries.c.next_attempt_at, rank)
-        .where(due, deliveries.c.channel.not_in(blocked))
-        .subquery()
-    )
-    caps = {channel: n for channel, n in room.items() if n > 0}
-    cap = sa.case(caps, value=ranked.c.channel, else_=limit) if caps else sa.literal(limit)
-    chosen = (
-        sa.select(ranked.c.id)
-        .where(ranked.c.rank <= cap)
-        .order_by(ranked.c.next_attempt_at)
-        .limit(limit)
-    )
-    return _locked(due, chosen)
-
-
-def _locked(due: sa.ColumnElement[bool], ids: sa.Select[Any]) -> sa.Select[Any]:
-    # `due` again on the locking select: see the module docstring.
-    return (
-        sa.select(deliveries.c.id)
-        .where(deliveries.c.id.in_(ids), due)
         .with_for_update(skip_locked=True)
     )
