@@ -67,3 +67,13 @@ def test_an_abandoned_probe_lets_the_next_claim_probe() -> None:
     breaker.probe_abandoned()  # cancelled by a graceful stop, say
     assert breaker.allowance(later, limit=8, in_flight=0) == 1
     assert breaker.admit(later)
+
+
+def test_half_open_claims_no_second_probe_while_one_waits_in_the_queue() -> None:
+    breaker = Breaker(failures=1, cool_down=10)
+    breaker.record(transient_failure=True, now=T0)
+    later = T0 + timedelta(seconds=10)
+    # Claimed but not started yet (the worker's local queue): probing is not set until it is
+    # admitted, so the queued one must stop a second claim.
+    assert breaker.allowance(later, limit=24, in_flight=1, queued=1) == 0
+    assert breaker.allowance(later, limit=24, in_flight=0, queued=0) == 1

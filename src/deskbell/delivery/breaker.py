@@ -38,12 +38,13 @@ class Breaker:
     open_until: datetime | None = None
     probing: bool = False  # half-open and the one probe is under way
 
-    def allowance(self, now: datetime, limit: int, in_flight: int) -> int:
+    def allowance(self, now: datetime, limit: int, in_flight: int, queued: int = 0) -> int:
         """How many more deliveries of this channel may be claimed now: its free slots while
-        closed or open (an open channel's fail fast, see `admit`), one probe while half-open."""
+        closed or open (an open channel's fail fast, see `admit`), one probe while half-open
+        (none while one already waits, `queued`, to be sent)."""
         self._cool(now)
         if self.state is BreakerState.HALF_OPEN:
-            return 1 if not self.probing and in_flight < limit else 0
+            return 1 if not self.probing and not queued and in_flight < limit else 0
         return max(0, limit - in_flight)
 
     def admit(self, now: datetime) -> bool:

@@ -55,8 +55,15 @@ class Circuits:
         channels: Mapping[str, tuple[Channel, ChannelSettings]],
         running: Mapping[str, int],
         now: datetime,
+        *,
+        queued_per_send: int = 0,
+        queued: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
-        """Per channel, how many of its deliveries a claim may take now."""
+        """Per channel, how many of its deliveries a claim may take now, `running` being
+        what the worker holds of it (queued or sending, `queued` of it waiting to be sent): its
+        `max_concurrency`, and `queued_per_send` times that again to queue (one probe while
+        half-open)."""
+        waiting = queued or {}
         room = {}
         for name, (channel, settings) in channels.items():
             breaker = self._breakers.get(name)
@@ -67,7 +74,8 @@ class Circuits:
                 self._made_for[name] = channel
                 if self.metrics is not None:
                     self.metrics.breaker(name, False)  # the series exists from the start
-            room[name] = breaker.allowance(now, settings.max_concurrency, running.get(name, 0))
+            limit = (1 + queued_per_send) * settings.max_concurrency
+            room[name] = breaker.allowance(now, limit, running.get(name, 0), waiting.get(name, 0))
         return room
 
     def reopens_at(self) -> list[datetime]:

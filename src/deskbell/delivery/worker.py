@@ -12,8 +12,9 @@ Claimed deliveries wait in a small local queue (`_ready`, up to `READY_PER_SLOT`
 slots) and a freed slot takes the next one at once, without waiting for a claim: the loop
 claims again when the queue is down to a slot's worth. So sends never wait on the database,
 and claims come in batches (a claim costs a transaction whether it takes one delivery or
-many). Deliveries waiting in the queue count against their channel's `max_concurrency` as if
-they were sending, so the queue never holds more of a channel than it may send at once.
+many). A channel may have `READY_PER_SLOT` times its `max_concurrency` queued beside its
+sends (one probe while its breaker is half-open), and a queued delivery starts only while
+its channel sends fewer than `max_concurrency`: the others' queued deliveries go first.
 
 An attempt's slot frees up as soon as its send is over; the attempt itself lasts until its
 result is committed, which the pool's `AttemptRecorder` does for all the results that
@@ -102,6 +103,7 @@ class WorkerPool:
         self._inflight: dict[asyncio.Task[None], Claimed] = {}
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a slot
         self._running: Counter[str] = Counter()  # queued or sending, per channel
+        self._sends: Counter[str] = Counter()  # sending, per channel
         self._sending = 0
         self._unrecorded: set[str] = set()  # deliveries whose result is not handed over yet
         self._handover = Handover(self.recorder, self._unrecorded)
@@ -187,10 +189,17 @@ class WorkerPool:
         """Per channel, how many a claim may take: the breakers' room, and the events' own
         slots (no breaker: one bot's failures must not pause another's events); what is
         queued counts as sending."""
-        room = self.circuits.room(self.channels(), self._running, self.clock.now())
+        room = self.circuits.room(
+            self.channels(),
+            self._running,
+            self.clock.now(),
+            queued_per_send=READY_PER_SLOT,
+            queued=self._running - self._sends,
+        )
         if self.callbacks is not None:
             limit = self.callbacks[1].max_concurrency
-            room[CALLBACK_CHANNEL] = max(0, limit - self._running[CALLBACK_CHANNEL])
+            held = self._running[CALLBACK_CHANNEL]
+            room[CALLBACK_CHANNEL] = max(0, (1 + READY_PER_SLOT) * limit - held)
         return room
 
     async def _give_back(self, claimed: list[Claimed]) -> int:
@@ -217,10 +226,30 @@ class WorkerPool:
         return (1 + READY_PER_SLOT) * self.concurrency - held
 
     def _start_ready(self) -> None:
-        """Start queued deliveries while slots are free (not once stopping: `stop` gives
-        what is still queued back)."""
-        while self._ready and self._free() > 0 and not self._stopping.is_set():
-            self._start(self._ready.popleft())
+        """Start queued deliveries, in order, while slots are free, skipping those whose
+        channel already sends its `max_concurrency` (not once stopping: `stop` gives what is
+        still queued back)."""
+        if self._stopping.is_set():
+            return
+        waiting: list[Claimed] = []
+        full: set[str] = set()
+        while self._ready and self._free() > 0:
+            item = self._ready.popleft()
+            channel = item.delivery.channel
+            if channel in full or self._sends[channel] >= self._send_limit(channel):
+                full.add(channel)
+                waiting.append(item)
+                continue
+            self._start(item)
+        self._ready.extendleft(reversed(waiting))
+
+    def _send_limit(self, channel: str) -> int:
+        """How many of `channel` may send at once: its `max_concurrency`; a channel the
+        config no longer names fails at once, so only the slots limit it."""
+        if channel == CALLBACK_CHANNEL and self.callbacks is not None:
+            return self.callbacks[1].max_concurrency
+        entry = self.channels().get(channel)
+        return entry[1].max_concurrency if entry is not None else self.concurrency
 
     def _start(self, claimed: Claimed) -> None:
         """Run one attempt as a task. Its slot (and its channel's) frees up when the send is
@@ -229,6 +258,7 @@ class WorkerPool:
         stand_in = self.circuits.stand_in(channel, self.clock.now())
         probe = stand_in is None and self.circuits.is_probe(channel)
         self._sending += 1
+        self._sends[channel] += 1
         self._unrecorded.add(claimed.delivery.id)
         sending = True
 
@@ -238,6 +268,7 @@ class WorkerPool:
                 return
             sending = False
             self._running[channel] -= 1
+            self._sends[channel] -= 1
             self._sending -= 1
             self._start_ready()  # a slot is free: the next queued delivery takes it
             self._wake.set()  # and the loop may claim more
