@@ -171,3 +171,30 @@ async def test_many_requests_all_delivered_once(
     assert len(slack.payloads) == 40
     texts = sorted(p["text"] for p in slack.payloads)
     assert all(any(f"request {i}" in t for t in texts) for i in range(40))
+
+
+async def test_a_hanging_channel_queued_in_the_worker_does_not_hold_up_another(
+    make_runtime: Callable[..., Runtime], slack: FakeSlack, smtp: FakeSMTP
+) -> None:
+    """Slack hangs with its `max_concurrency` (10) sending and twice that claimed and queued
+    in the worker (more than its 16 slots): the queued ones cannot start, so they must not
+    keep the worker from claiming and sending the email behind them."""
+    slack.delay = 8.0  # every Slack answer waits; stop() cuts it short
+    hanging = config(slack, smtp).replace(
+        "    timeout: 2\n", "    timeout: 20\n    max_concurrency: 10\n", 1
+    )
+    runtime = make_runtime(hanging, workers=16)
+    async with running_app(runtime) as client:
+        sales = [await post(client, "sales", f"sale {i}") for i in range(30)]
+        for request_id in sales:  # all claimed: 10 sending, 20 queued
+            await wait_for_request(
+                runtime,
+                request_id,
+                lambda s: s.deliveries[0].status is DeliveryStatus.IN_FLIGHT,
+                what="sales claimed",
+            )
+        pricing_id = await post(client, "pricing", "Discount?")
+        pricing = await wait_for_request(runtime, pricing_id, settled, what="pricing sent")
+        assert statuses(pricing) == {"pricing-email": DeliveryStatus.SENT}
+        assert len(slack.payloads) == 10  # Slack still holds its first ten, no more started
+        slack.stop()

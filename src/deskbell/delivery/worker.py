@@ -154,7 +154,7 @@ class WorkerPool:
         while not self._stopping.is_set():
             self._start_ready()
             limit = self._claimable()
-            if limit <= 0 or len(self._ready) > self.concurrency:
+            if limit <= 0 or self._startable() > self.concurrency:
                 self._wake.clear()
                 await first_completed(self._wake.wait(), self._stopping.wait())
                 continue
@@ -187,8 +187,8 @@ class WorkerPool:
 
     def _room(self) -> dict[str, int]:
         """Per channel, how many a claim may take: the breakers' room, and the events' own
-        slots (no breaker: one bot's failures must not pause another's events); what is
-        queued counts as sending."""
+        slots (no breaker: one bot's failures must not pause another's events); a channel's
+        queued deliveries count against its share of the queue."""
         room = self.circuits.room(
             self.channels(),
             self._running,
@@ -224,6 +224,18 @@ class WorkerPool:
         slots, beside what is sending."""
         held = self._sending + len(self._ready)
         return (1 + READY_PER_SLOT) * self.concurrency - held
+
+    def _startable(self) -> int:
+        """Queued deliveries whose channel may start another send: those of a channel at its
+        `max_concurrency` do not stop the loop claiming other channels' work."""
+        limits: dict[str, bool] = {}
+        count = 0
+        for item in self._ready:
+            channel = item.delivery.channel
+            if channel not in limits:
+                limits[channel] = self._sends[channel] < self._send_limit(channel)
+            count += limits[channel]
+        return count
 
     def _start_ready(self) -> None:
         """Start queued deliveries, in order, while slots are free, skipping those whose
