@@ -50,6 +50,13 @@ def due_condition(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
+def fixed(status: DeliveryStatus) -> sa.BindParameter[str]:
+    """`status` written into the statement's text rather than bound: PostgreSQL's plan for a
+    prepared statement then knows which status it reads (a generic plan made for "some
+    status" while the table was small stayed a sequential scan as it grew)."""
+    return sa.bindparam(None, status.value, type_=deliveries.c.status.type, literal_execute=True)
+
+
 def choose(
     conn: sa.Connection, now: datetime, limit: int, room: Mapping[str, int] | None
 ) -> list[str]:
@@ -107,9 +114,9 @@ def _head(of_channel: bool) -> sa.Select[Any]:
         else c.channel.not_in(sa.bindparam("blocked", expanding=True, type_=c.channel.type))
     )
     conditions = [
-        sa.and_(c.status == DeliveryStatus.PENDING.value, c.next_attempt_at <= now),
-        sa.and_(c.status == DeliveryStatus.RETRYING.value, c.next_attempt_at <= now),
-        sa.and_(c.status == DeliveryStatus.IN_FLIGHT.value, c.lease_expires_at < now),
+        sa.and_(c.status == fixed(DeliveryStatus.PENDING), c.next_attempt_at <= now),
+        sa.and_(c.status == fixed(DeliveryStatus.RETRYING), c.next_attempt_at <= now),
+        sa.and_(c.status == fixed(DeliveryStatus.IN_FLIGHT), c.lease_expires_at < now),
     ]
     parts = [
         sa.select(c.id, c.channel, c.next_attempt_at)

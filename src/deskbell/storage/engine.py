@@ -78,7 +78,6 @@ class Database:
             await self.reader.dispose()
 
 
-QUEUE_CONNECT_ARGS = {"server_settings": {"plan_cache_mode": "force_custom_plan"}}
 NOTIFY_CHANNEL = "deskbell_due"
 _NOTIFY = sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, ""))
 
@@ -169,12 +168,7 @@ def connect(
     options = dict(engine_options or {})
     if make_url(url).get_backend_name() != "sqlite":
         engine = create_async_engine(url, pool_pre_ping=True, **options)
-        # Custom plans: asyncpg prepares each statement once per connection, and PostgreSQL's
-        # generic plan, chosen while the deliveries table was small, stayed a sequential scan
-        # as it grew (a worker started before a burst drained at a third of its speed).
-        queue = create_async_engine(
-            url, pool_size=2, max_overflow=2, connect_args=QUEUE_CONNECT_ARGS, **options
-        )
+        queue = create_async_engine(url, pool_size=2, max_overflow=2, **options)
         return Database(url, engine, engine, queue=queue)
     path = sqlite_path(url)
     if path is not None and not path.exists():
