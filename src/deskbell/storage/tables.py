@@ -108,8 +108,16 @@ deliveries = sa.Table(
     sa.Column("event_type", sa.String(32), nullable=True),
     sa.Column("event_body", sa.JSON, nullable=True),
     sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
-    # Migration 0008: one channel's due rows in order, for a claim whose head was crowded.
-    sa.Index("ix_deliveries_channel_due", "status", "channel", "next_attempt_at"),
+    # Migration 0008: one channel's waiting rows in order, for a claim whose head was crowded;
+    # partial, so a delivery's moves to in flight and sent do not write it.
+    sa.Index(
+        "ix_deliveries_channel_due",
+        "status",
+        "channel",
+        "next_attempt_at",
+        sqlite_where=sa.text("status IN ('pending', 'retrying')"),
+        postgresql_where=sa.text("status IN ('pending', 'retrying')"),
+    ),
     # Migration 0004: the list filtered by status reads request ids newest first from here.
     sa.Index("ix_deliveries_status_request_id", "status", "request_id"),
 )
