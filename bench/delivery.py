@@ -160,6 +160,18 @@ async def post_floor(port: int, channel: str, n: int = 3000, in_flight: int = 16
         return n / (time.monotonic() - t0)
 
 
+async def latencies_ms(store: RequestReads, posted: dict[str, str], recv_port: int) -> list[float]:
+    """For each posted mark (mark -> request id) the receiver got: accept (the request's
+    `created_at`) to receipt, in ms."""
+    arrivals = httpx.get(f"http://127.0.0.1:{recv_port}/marks", timeout=10).json()
+    latencies = []
+    for mark, request_id in posted.items():
+        stored = await store.get_request(request_id)
+        if stored is not None and mark in arrivals:
+            latencies.append((arrivals[mark] - stored.created_at.timestamp()) * 1000)
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -225,12 +237,7 @@ async def run_setup(
         achieved = len(accepted) / (time.monotonic() - posting)
         while await sent_count(store) < args.requests + len(accepted):
             await asyncio.sleep(0.05)
-        arrivals = httpx.get(f"http://127.0.0.1:{recv_port}/marks", timeout=10).json()
-        latencies = []
-        for mark, request_id in accepted.items():
-            stored = await store.get_request(request_id)
-            if stored is not None and mark in arrivals:
-                latencies.append((arrivals[mark] - stored.created_at.timestamp()) * 1000)
+        latencies = await latencies_ms(store, accepted, recv_port)
         floor = await post_floor(recv_port, args.channel)
     finally:
         for proc in reversed(procs):

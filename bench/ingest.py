@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from common import drop_postgres, free_port, fresh_postgres, wait_http
+from common import drop_postgres, free_port, fresh_postgres, parse_wrk, wait_http
 
 from deskbell.storage.engine import connect
 from deskbell.storage.tables import requests
@@ -94,25 +93,7 @@ def wrk(port: int, seconds: int, connections: int, script: Path) -> dict[str, An
          "-s", str(script), f"http://127.0.0.1:{port}/v1/assistance-requests"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-
-    def ms(label: str) -> float:
-        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": ms("50"),
-        "p99_ms": ms("99"),
-        "requests": total,
-        "errors": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": socket_errors.group(1).strip() if socket_errors else None,
-    }
+    return parse_wrk(out)
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

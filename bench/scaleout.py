@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -40,10 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
-from common import PG, drop_postgres, free_port, fresh_postgres, wait_http
-from delivery import CHANNELS, Proc, percentile, post_all
+from common import PG, drop_postgres, free_port, fresh_postgres, parse_wrk, wait_http
+from delivery import CHANNELS, Proc, latencies_ms, percentile, post_all
 from ingest import LUA
 from sqlalchemy.engine import make_url
 
@@ -63,25 +61,16 @@ def dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def parse_wrk(out: str) -> dict[str, Any]:
-    def ms(label: str) -> float:
-        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = int(non2xx.group(1)) if non2xx else 0
-    socket_errors = re.search(r"Socket errors: (.*)", out)
+def accepted_of(out: str) -> dict[str, Any]:
+    """wrk's report (bench/common.py) as this benchmark counts it: 2xx answers apart."""
+    found = parse_wrk(out)
     return {
-        "requests": total,
-        "accepted": total - errors,
-        "non_2xx": errors,
-        "p50_ms": ms("50"),
-        "p99_ms": ms("99"),
-        "socket_errors": socket_errors.group(1).strip() if socket_errors else None,
+        "requests": found["requests"],
+        "accepted": found["requests"] - found["errors"],
+        "non_2xx": found["errors"],
+        "p50_ms": found["p50_ms"],
+        "p99_ms": found["p99_ms"],
+        "socket_errors": found["socket_errors"],
     }
 
 
@@ -103,7 +92,7 @@ def run_wrk(
     wrk.stdout.close()
     if wrk.returncode != 0:
         raise RuntimeError(f"wrk exited {wrk.returncode}: {out}")
-    return {**parse_wrk(out), "cpu_seconds": usage.ru_utime + usage.ru_stime}
+    return {**accepted_of(out), "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
 def processes() -> dict[int, tuple[str, int]]:
@@ -411,12 +400,7 @@ async def run_topology(
         achieved_for = time.monotonic() - posting
         posted = {mark: rid for found in marks for mark, rid in found.items()}
         await wait_sent(conn)
-        arrivals = httpx.get(f"http://127.0.0.1:{recv_port}/marks", timeout=10).json()
-        latencies = []
-        for mark, request_id in posted.items():
-            found = await store.get_request(request_id)
-            if found is not None and mark in arrivals:
-                latencies.append((arrivals[mark] - found.created_at.timestamp()) * 1000)
+        latencies = await latencies_ms(store, posted, recv_port)
 
         # 3. loss over both phases
         unsent = await count(conn, UNSENT)
