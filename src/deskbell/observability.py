@@ -173,7 +173,8 @@ def batched_lines(loop: asyncio.AbstractEventLoop) -> AbstractContextManager[Non
 
 
 class HotLine:
-    """A logger for a line written per request (ingest's `request_accepted`): the processors
+    """A logger for a line written per request or per attempt (`request_accepted`,
+    `delivery_attempt`): the processors
     `configure_logging` installed, called straight, so the line is the one structlog would
     write, without its wrapper's half a dozen calls and dict copies around them. Under any
     other configuration (a test capturing lines), or below its level, it logs through

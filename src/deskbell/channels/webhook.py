@@ -178,10 +178,10 @@ class WebhookChannel:
         return self._scrubbed(result, url, str(target.url))
 
     async def _target(self, url: str) -> Pinned:
-        """The checked address, resolved again once `PIN_SECONDS` have passed: resolving and
-        parsing the URL on every send was a tenth of a delivery's CPU. Reusing it is as safe
-        as the first check, since the connection still goes to the address that was checked;
-        a changed config builds a new channel and resolves afresh."""
+        """The checked address, resolved again once `PIN_SECONDS` have passed rather than on
+        every send. Reusing it is as safe as the first check, since the connection still goes
+        to the address that was checked; a changed config builds a new channel and resolves
+        afresh."""
         now = time.monotonic()
         if self._pinned is not None and now < self._pinned[0]:
             return self._pinned[1]

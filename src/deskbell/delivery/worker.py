@@ -197,9 +197,8 @@ class WorkerPool:
             queued=self._running - self._sends,
         )
         if self.callbacks is not None:
-            limit = self.callbacks[1].max_concurrency
-            held = self._running[CALLBACK_CHANNEL]
-            room[CALLBACK_CHANNEL] = max(0, (1 + READY_PER_SLOT) * limit - held)
+            limit = (1 + READY_PER_SLOT) * self._send_limit(CALLBACK_CHANNEL)
+            room[CALLBACK_CHANNEL] = max(0, limit - self._running[CALLBACK_CHANNEL])
         return room
 
     async def _give_back(self, claimed: list[Claimed]) -> int:

@@ -51,9 +51,9 @@ def due_condition(now: datetime) -> sa.ColumnElement[bool]:
 
 
 def fixed(status: DeliveryStatus) -> sa.BindParameter[str]:
-    """`status` written into the statement's text rather than bound: PostgreSQL's plan for a
-    prepared statement then knows which status it reads (a generic plan made for "some
-    status" while the table was small stayed a sequential scan as it grew)."""
+    """`status` written into the statement's text rather than bound: PostgreSQL's generic plan
+    for a prepared statement then knows which status it reads (few pending rows, many sent),
+    and may use the partial index of waiting rows."""
     return sa.bindparam(None, status.value, type_=deliveries.c.status.type, literal_execute=True)
 
 

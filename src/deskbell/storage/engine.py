@@ -61,8 +61,8 @@ class Database:
         self, fn: Callable[Concatenate[sa.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """`fn(conn, *args)` in one write transaction, committed if it returns: on a SQLite
-        file in the thread of its own, elsewhere on the writer engine with `run_sync` (on
-        asyncpg, no thread at all)."""
+        file in its thread, on PostgreSQL on `queue` with `run_sync` (no thread at all),
+        on SQLite in memory on the writer engine."""
         if self.thread is not None:
             return await self.thread.run(fn, *args, **kwargs)
         async with (self.queue or self.writer).begin() as conn:

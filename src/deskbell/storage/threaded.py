@@ -2,9 +2,8 @@
 
 The delivery queue's busiest transactions (a claim, a batch of attempt results) are plain
 functions of a SQLAlchemy `Connection` (`Database.transact`). Through aiosqlite every
-statement, fetch, BEGIN and COMMIT of them was a hop from the event loop to aiosqlite's
-thread and back, each waiting for a turn of a busy loop; a worker spent more on those hops
-than on SQLite's own work (docs/performance.md). Here the function runs start to end in this
+statement, fetch, BEGIN and COMMIT is a hop from the event loop to aiosqlite's thread and
+back, each waiting for a turn of a busy loop. Here the function runs start to end in this
 thread, on a sync connection with the engine's pragmas and BEGIN IMMEDIATE, while the loop
 goes on sending; SQLite releases the GIL while it works and syncs.
 
