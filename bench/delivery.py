@@ -15,7 +15,8 @@ For each setup (`sqlite`: one `deskbell serve` process that also delivers; `sqli
         [--setups sqlite,sqlite1,pg1,pg3] [--channel webhook|slack] [--log-level info]
         [--workers 16]
 Defaults are a user's: info-level logs, 16 sends per worker. Each setup also measures the
-floor (aiohttp posting like bodies, 16 in flight, one process) right after its own run, and
+floor (aiohttp posting like bodies, 16 in flight, one process, on the event loop deskbell
+runs on: uvloop) right after its own run, and
 reports deliveries per worker process as a ratio of it.
 Needs PostgreSQL at DESKBELL_BENCH_POSTGRES_URL (default: the local test server); the
 receiver (bench/receiver.py) stands in for Slack and answers at once.
@@ -40,6 +41,7 @@ import httpx
 import orjson
 import sqlalchemy as sa
 from common import PG, drop_postgres, free_port, fresh_postgres, wait_http
+from uvicorn.loops.auto import auto_loop_factory
 
 from deskbell.models import DeliveryStatus
 from deskbell.storage.engine import connect
@@ -303,4 +305,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # The floor posts on the event loop deskbell's servers and workers run on (uvicorn's
+    # choice: uvloop where installed), so the ratio compares like with like.
+    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
+        runner.run(main())

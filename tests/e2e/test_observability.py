@@ -66,6 +66,25 @@ def test_request_id_reaches_the_delivery_attempt_lines(tmp_path: Path) -> None:
     assert [(e["http_request_id"], e["status"]) for e in attempts] == [("abc", "sent")]
 
 
+def test_a_worker_process_sends_on_the_loop_a_server_does(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    server = Deskbell(["serve"], env=env, workdir=tmp_path, port=free_port(), name="server")
+    try:
+        server.wait_ready()
+    finally:
+        served = server.stop()
+    worker = Deskbell(["worker"], env=env, workdir=tmp_path, name="worker")
+    try:
+        worker.wait_ready()
+    finally:
+        alone = worker.stop()
+    loops = [
+        [e["loop"] for e in json_lines(output) if e["event"] == "worker_started"]
+        for output in (served, alone)
+    ]
+    assert loops == [["uvloop"], ["uvloop"]], (served, alone)
+
+
 def test_api_node_counts_what_a_worker_process_delivered(tmp_path: Path) -> None:
     shared = tmp_path / "metrics"
     shared.mkdir()

@@ -267,6 +267,8 @@ def reload_config(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> None:
     """`deskbell worker`: delivery workers only, until SIGTERM or SIGINT."""
+    from uvicorn.loops.auto import auto_loop_factory
+
     from deskbell.wiring import build_runtime
 
     asyncio.run(migrate(settings))
@@ -287,7 +289,10 @@ def run_worker(settings: Settings) -> None:
             await runtime.aclose()
 
     settle_heap()  # as for servers: full collections over the startup heap stall sends
-    asyncio.run(run())
+    # The loop `serve` runs on (uvicorn's choice: uvloop where it is installed), so a separate
+    # worker sends as fast as an embedded one.
+    with asyncio.Runner(loop_factory=auto_loop_factory()) as runner:
+        runner.run(run())
 
 
 def app_with_workers() -> FastAPI:

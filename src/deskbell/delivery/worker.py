@@ -121,7 +121,9 @@ class WorkerPool:
         return len(self._inflight)
 
     async def run(self) -> None:
-        log.info("worker_started", owner=self.owner, concurrency=self.concurrency)
+        # `loop`: which event loop sends (uvloop, or asyncio where uvloop is not installed)
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        log.info("worker_started", owner=self.owner, concurrency=self.concurrency, loop=loop)
         helpers = [asyncio.create_task(self._heartbeat(), name="deskbell-lease-heartbeat")]
         if self.store.db.writer.dialect.name == "postgresql":
             helpers.append(
