@@ -166,16 +166,16 @@ class WebhookChannel:
         try:
             response = await post(
                 self._ctx.http,
-                target.url,
+                target.address,
                 content=body,
                 headers=headers,
                 timeouts=http_timeout(settings),
                 sni=target.sni,
             )
         except httpx.HTTPError as exc:
-            return self._scrubbed(classify_http_error(exc), url, str(target.url))
+            return self._scrubbed(classify_http_error(exc), url, target.address)
         result = classify_http(response.status_code, response.headers, response.text, now=now)
-        return self._scrubbed(result, url, str(target.url))
+        return self._scrubbed(result, url, target.address)
 
     async def _target(self, url: str) -> Pinned:
         """The checked address, resolved again once `PIN_SECONDS` have passed rather than on

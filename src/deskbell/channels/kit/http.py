@@ -22,6 +22,7 @@ mid-request is `ReadError`.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -90,9 +91,7 @@ class ChannelHTTPClient(HttpxAiohttpClient):
         sni: str | None = None,
     ) -> Posted:
         """One POST on aiohttp's pool, redirects not followed; raises httpx's errors."""
-        client_timeout = aiohttp.ClientTimeout(
-            sock_connect=timeouts.connect, sock_read=timeouts.read, connect=timeouts.pool
-        )
+        client_timeout = _client_timeout(timeouts.connect, timeouts.read, timeouts.pool)
         try:
             with map_aiohttp_exceptions():
                 async with self._session().request(
@@ -117,6 +116,14 @@ class ChannelHTTPClient(HttpxAiohttpClient):
             if error is exc:
                 raise
             raise error from exc.__cause__
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(
+    connect: float | None, read: float | None, pool: float | None
+) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for httpx's, built once per channel's settings (it is immutable)."""
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
 
 
 async def post(

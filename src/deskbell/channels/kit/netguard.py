@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
+from functools import cached_property
 
 import httpx
 
@@ -52,6 +53,11 @@ class Pinned:
     url: httpx.URL
     host_header: str
     sni: str | None
+
+    @cached_property
+    def address(self) -> str:
+        """`url` as text, built once: a pinned target serves many sends."""
+        return str(self.url)
 
 
 def refusal(address: IPAddress, allow_private: bool) -> str | None:
