@@ -92,9 +92,12 @@ ACCEPTED_EVENT = "request.accepted"
 Row = tuple[object, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewRequest:
-    """One request about to be stored, with the ids its 202 will carry (made on arrival)."""
+    """One request about to be stored, with the ids its 202 will carry (made on arrival).
+
+    Never changed once made, but not `frozen`: a frozen dataclass sets each of its ten fields
+    through `object.__setattr__`, and one is made per accepted request."""
 
     id: str
     topic: str
