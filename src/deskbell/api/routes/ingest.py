@@ -60,16 +60,20 @@ _VALIDATOR = AssistanceRequestIn.__pydantic_validator__
 
 @dataclass(slots=True)
 class Answer:
-    """A rendered JSON answer, sent as two ASGI messages."""
+    """A rendered JSON answer, sent as two ASGI messages. `headers`: those beyond the three
+    every answer has, as ASGI sends them (lower-case names, bytes)."""
 
     status: int
     body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
     def error(cls, exc: ApiError) -> Answer:
         body = {"error": {"code": exc.code, "message": exc.message, "details": exc.details}}
-        return cls(exc.status, orjson.dumps(body), tuple((exc.headers or {}).items()))
+        headers = tuple(
+            (name.lower().encode(), value.encode()) for name, value in (exc.headers or {}).items()
+        )
+        return cls(exc.status, orjson.dumps(body), headers)
 
     @classmethod
     def accepted(cls, receipt: Receipt) -> Answer:
@@ -82,7 +86,7 @@ class Answer:
                 {"id": d.id, "channel": d.channel, "status": d.status} for d in receipt.deliveries
             ],
         }
-        return cls(202, orjson.dumps(body), (("location", f"{PATH}/{receipt.id}"),))
+        return cls(202, orjson.dumps(body), ((b"location", f"{PATH}/{receipt.id}".encode()),))
 
 
 class IngestEndpoint:
@@ -115,7 +119,8 @@ class IngestEndpoint:
     async def ingest(self, request: IngestRequest, trace: RequestTrace) -> Answer:
         """Caller, content type, body, payload, route, commit, then 202. Raises ApiError."""
         runtime = self.runtime
-        principal = await self.caller(request)
+        # The anonymous caller holds every scope, ingest too.
+        principal = self.authenticator.known_anonymous(request) or await self.caller(request)
         key = idempotency_key(request, principal)
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, runtime.settings.max_body_bytes)
@@ -292,11 +297,10 @@ async def store(
 async def _send(send: Send, answer: Answer, request_id: str) -> None:
     headers = [
         _JSON,
-        (b"content-length", str(len(answer.body)).encode()),
+        (b"content-length", b"%d" % len(answer.body)),
         (_REQUEST_ID_HEADER, request_id.encode()),
+        *answer.headers,
     ]
-    for name, value in answer.headers:
-        headers.append((name.lower().encode(), value.encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
 
