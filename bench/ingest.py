@@ -262,6 +262,21 @@ def run_plain(
         stop(server)
 
 
+P99_TARGET_MS = 30.0  # the issue's target for ingest at the defaults
+
+
+def p99_spread(p99s: list[float]) -> dict[str, Any]:
+    """The rounds' p99 figures: their median, the worst, and how many missed the target.
+    One round's p99 (the median-ratio round's) is 2 s of traffic, and a stall of the VM
+    lands in whichever round it happens to."""
+    ordered = sorted(p99s)
+    return {
+        "median": ordered[len(ordered) // 2],
+        "max": ordered[-1],
+        f"rounds_over_{P99_TARGET_MS:g}_ms": sum(p > P99_TARGET_MS for p in ordered),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=2, help="per wrk run")
@@ -327,7 +342,9 @@ async def main() -> None:
         ),
         "all_rounds": [{"floor": f, "deskbell_sqlite": d} for _, f, d in rounds],
         "p50_ms": sqlite["p50_ms"],
-        "p99_ms": sqlite["p99_ms"],
+        "p99_ms": sqlite["p99_ms"],  # the median round's; every round's below
+        "p99_ms_rounds": p99_spread([d["p99_ms"] for _, _, d in rounds]),
+        "floor_p99_ms_rounds": p99_spread([f["p99_ms"] for _, f, _ in rounds]),
         "errors": sum(d["errors"] for _, _, d in rounds),
         "all_202_stored": all(d["all_202_stored"] for _, _, d in rounds),
         "floor": floor,
