@@ -6,8 +6,9 @@ This is the only place a delivery meets a channel and the only place that decide
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -18,6 +19,9 @@ from deskbell.metrics import Metrics
 from deskbell.models import AttemptResult, Claimed, DeliveryStatus, Outcome
 from deskbell.observability import HotLine
 from deskbell.tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 _ATTEMPTED = HotLine(__name__)  # the line of every attempt: structlog's, called lean
 
@@ -90,20 +94,17 @@ async def dispatch(
     child of the ingest's: the request's trace, stored with it, crosses into this worker.
     """
     d = claimed.delivery
-    span_attributes: dict[str, str | int] = {
-        "deskbell.channel": d.channel,
-        "deskbell.delivery_id": d.id,
-        "deskbell.request_id": d.request_id,
-        "deskbell.attempt": d.attempts,
-    }
-    with (
-        structlog.contextvars.bound_contextvars(http_request_id=claimed.trace.http_request_id),
-        (tracing or Tracing.off()).attempt_span(claimed.trace.traceparent, span_attributes) as span,
-    ):
-        recorded, kept = await _attempt(claimed, channels, store, clock, on_sent, claim_links)
-        if span is not None:
-            span.set_attribute("deskbell.outcome", recorded.outcome.value)
-            span.set_attribute("deskbell.status", recorded.status.value)
+    # Set and reset by token: what `bound_contextvars` does, without reading every bound
+    # variable first to save and restore them.
+    tokens = structlog.contextvars.bind_contextvars(http_request_id=claimed.trace.http_request_id)
+    try:
+        with _span(tracing, claimed) as span:
+            recorded, kept = await _attempt(claimed, channels, store, clock, on_sent, claim_links)
+            if span is not None:
+                span.set_attribute("deskbell.outcome", recorded.outcome.value)
+                span.set_attribute("deskbell.status", recorded.status.value)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
     if metrics is not None:
         sent = recorded.status is DeliveryStatus.SENT
         metrics.attempt(
@@ -113,6 +114,24 @@ async def dispatch(
             (recorded.finished_at - claimed.accepted_at).total_seconds() if sent and kept else None,
         )
     return recorded if kept else None
+
+
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
+def _span(tracing: Tracing | None, claimed: Claimed) -> AbstractContextManager[Span | None]:
+    """The attempt's span, a child of the stored ingest span; with tracing off, none (and
+    nothing built for it)."""
+    if tracing is None or not tracing.enabled:
+        return _NO_SPAN
+    d = claimed.delivery
+    attributes: dict[str, str | int] = {
+        "deskbell.channel": d.channel,
+        "deskbell.delivery_id": d.id,
+        "deskbell.request_id": d.request_id,
+        "deskbell.attempt": d.attempts,
+    }
+    return tracing.attempt_span(claimed.trace.traceparent, attributes)
 
 
 async def _attempt(

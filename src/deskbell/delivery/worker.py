@@ -283,14 +283,15 @@ class WorkerPool:
             self._running[channel] -= 1
             self._sends[channel] -= 1
             self._sending -= 1
+            # The breaker hears of a real send first, so the delivery that takes the freed
+            # slot is sent (or failed fast) by the breaker's new state.
+            if stand_in is None:  # failed fast: the breaker hears only of real sends
+                if result is not None:
+                    self.circuits.feed(channel, result, self.clock.now())
+                elif probe:
+                    self.circuits.abandoned(channel)
             self._start_ready()  # a slot is free: the next queued delivery takes it
             self._wake.set()  # and the loop may claim more
-            if stand_in is not None:
-                return  # failed fast: the breaker hears only of real sends
-            if result is not None:
-                self.circuits.feed(channel, result, self.clock.now())
-            elif probe:
-                self.circuits.abandoned(channel)
 
         channels = self.channels()
         if channel == CALLBACK_CHANNEL and self.callbacks is not None:
