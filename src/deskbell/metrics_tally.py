@@ -1,11 +1,10 @@
 """`RouteTally`: one hot route's requests, noted as they end and handed to the Prometheus
 instruments in bulk, off the request's path.
 
-A request only appends a tuple. `flush` adds them: one `Counter.inc(n)` per topic and
-outcome, and per status what `observe` would do for each request (`_observe_each`: the
-histogram child's sum one amount at a time in arrival order, each bucket its count at once;
-prometheus_client's own fields, as `observe` uses them), so the totals are exactly what
-counting each request at once would make. It runs when a scrape of this process renders the metrics
+A request only appends a tuple. `flush` adds them through the instruments' public API, one
+`Counter.inc(n)` per topic and outcome and one `observe` per request on a histogram child
+looked up once per status, in arrival order, so the totals are exactly what counting each
+request at once would make. It runs when a scrape of this process renders the metrics
 (`Metrics.render` flushes first, so a scrape never lags), when the runtime closes, and at
 most FLUSH_SECONDS after a request, so that in a multiprocess setup another process's
 `/metrics`, which reads this process's files, is at most that far behind.
@@ -14,15 +13,12 @@ most FLUSH_SECONDS after a request, so that in a multiprocess setup another proc
 from __future__ import annotations
 
 import asyncio
-from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable
-from operator import itemgetter
 
 from prometheus_client import Counter, Histogram
 
 FLUSH_SECONDS = 1.0
-_TOPIC_OUTCOME = itemgetter(0, 1)
 
 
 class RouteTally:
@@ -53,33 +49,13 @@ class RouteTally:
         """Add what was recorded since the last flush to the instruments."""
         self._flush_due = False
         pending, self._pending = self._pending, []
-        # Counted by topic as sent (in C), then labelled once per topic rather than per request.
-        counts: Tally[tuple[str, str]] = Tally()
-        for (topic, outcome), count in Tally(map(_TOPIC_OUTCOME, pending)).items():
-            counts[self._topic_label(topic), outcome] += count
-        for (label, outcome), count in counts.items():
-            self._requests.labels(label, outcome).inc(count)
-        by_status: dict[int, list[float]] = {}
+        counts = Tally((self._topic_label(topic), outcome) for topic, outcome, _, _ in pending)
+        for (topic, outcome), count in counts.items():
+            self._requests.labels(topic, outcome).inc(count)
+        observers: dict[int, Callable[[float], None]] = {}
         for _, _, status, seconds in pending:
-            found = by_status.get(status)
-            if found is None:
-                found = by_status[status] = []
-            found.append(seconds)
-        for status, amounts in by_status.items():
-            _observe_each(self._seconds.labels(self._method, self._route, str(status)), amounts)
-
-
-def _observe_each(child: Histogram, amounts: list[float]) -> None:
-    """`child.observe(amount)` for each amount, as it does them: the sum takes one amount at a
-    time, in order (the same float); each bucket its count at once (the same whole number)
-    instead of a search through the bounds and a locked add per request."""
-    bounds = child._upper_bounds
-    counts = [0] * len(bounds)
-    add = child._sum.inc
-    for amount in amounts:
-        add(amount)
-        if amount == amount:  # observe puts a NaN in no bucket
-            counts[bisect_left(bounds, amount)] += 1
-    for bucket, count in zip(child._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
+            observe = observers.get(status)
+            if observe is None:
+                child = self._seconds.labels(self._method, self._route, str(status))
+                observe = observers[status] = child.observe
+            observe(seconds)
