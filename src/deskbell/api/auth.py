@@ -162,15 +162,6 @@ class Authenticator:
                 raise ApiError(503, "database_unavailable", "cannot check API keys") from exc
         return self.required
 
-    def known_anonymous(self, request: Incoming) -> Principal | None:
-        """What `authenticate` answers a request without credentials while auth is known to be
-        off, without a coroutine (every ingest asks); None when `authenticate` must decide."""
-        headers = request.headers
-        if "authorization" in headers or is_signed(headers) or not self._known_open():
-            return None
-        client = request.scope.get("client")  # what request.client wraps, per call
-        return _anonymous(client[0] if client else "local")
-
     async def authenticate(self, request: Incoming) -> Principal:
         header = request.headers.get("authorization")
         if header is not None:

@@ -119,8 +119,7 @@ class IngestEndpoint:
     async def ingest(self, request: IngestRequest, trace: RequestTrace) -> Answer:
         """Caller, content type, body, payload, route, commit, then 202. Raises ApiError."""
         runtime = self.runtime
-        # The anonymous caller holds every scope, ingest too.
-        principal = self.authenticator.known_anonymous(request) or await self.caller(request)
+        principal = await self.caller(request)
         key = idempotency_key(request, principal)
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, runtime.settings.max_body_bytes)
